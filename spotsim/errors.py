@@ -1,0 +1,56 @@
+"""Every error spotsim raises on purpose.
+
+Each class also inherits the built-in a caller would naturally catch, so
+``except FileNotFoundError`` works on a missing checkpoint object whether the
+store is a local directory or a bucket.
+"""
+
+from __future__ import annotations
+
+
+class SpotsimError(Exception):
+    """Base of all spotsim errors; the CLI prints these as one line and exits 2."""
+
+
+class InvalidURI(SpotsimError, ValueError):
+    """A store URI that spotsim cannot open (wrong scheme, bad bucket name, relative path)."""
+
+
+class InvalidKey(SpotsimError, ValueError):
+    """An object key that is empty, escapes the store root, or uses a reserved name."""
+
+
+class ObjectNotFound(SpotsimError, FileNotFoundError):
+    """The key has no object in the store."""
+
+
+class BucketNotFound(SpotsimError, FileNotFoundError):
+    """The bucket of a ``gs://`` URI does not exist (and spotsim may not create it)."""
+
+
+class StoreAccessDenied(SpotsimError, PermissionError):
+    """The store refused the credentials, or there are none."""
+
+
+class StoreUnavailable(SpotsimError, ConnectionError):
+    """The store could not be reached, even after retrying transient failures."""
+
+
+class StoreError(SpotsimError, OSError):
+    """Any other failure reported by a store."""
+
+
+class IntegrityError(SpotsimError, ValueError):
+    """Bytes read back do not match the checksum the store recorded for them."""
+
+
+class MissingDependency(SpotsimError, ImportError):
+    """An optional package is needed for this feature; the message says which extra to install."""
+
+
+class EmulatorError(SpotsimError, RuntimeError):
+    """The embedded GCS emulator could not be started, reached or stopped."""
+
+
+class EmulatorUnavailable(EmulatorError):
+    """The requested emulator backend cannot run here (e.g. no Docker engine answers)."""

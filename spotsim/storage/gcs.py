@@ -1,0 +1,503 @@
+"""``gs://`` store through google-cloud-storage, real GCS or an emulator.
+
+Large objects move as parallel parts: uploads send parts concurrently and
+``compose`` them into one object (one key, as the user sees it); downloads
+read byte ranges concurrently, all pinned to one object generation, straight
+into the destination buffer or memory-mapped file. Every transfer is checked
+end to end against the crc32c the store records.
+
+The SDK handles buckets, metadata, listing, compose and delete. The data path
+uses the JSON API's media upload and ranged ``alt=media`` reads over the same
+credentials, because the SDK's chunked Python I/O tops out far below what the
+link carries (measured here: ~30 MiB/s SDK upload vs ~200 MiB/s raw media POST).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import mmap
+import os
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import google.auth
+import crc32c
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.auth import exceptions as auth_exceptions
+from google.auth.credentials import AnonymousCredentials
+from google.auth.transport.requests import AuthorizedSession
+from google.cloud import storage
+from requests.adapters import HTTPAdapter
+
+from spotsim.errors import (
+    BucketNotFound,
+    IntegrityError,
+    InvalidURI,
+    ObjectNotFound,
+    StoreAccessDenied,
+    StoreError,
+    StoreUnavailable,
+)
+from spotsim.storage.base import RESERVED_PREFIX, Store
+from spotsim.storage.retry import OPEN_RETRY, TRANSFER_RETRY
+
+MiB = 1 << 20
+GCS_ENDPOINT = "https://storage.googleapis.com"
+EMULATOR_PROJECT = "spotsim-emulator"
+MAX_COMPOSE_SOURCES = 32  # GCS's limit for one compose request
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,220}[a-z0-9]$")
+_PARTS_DIR = f"{RESERVED_PREFIX}parts"
+_TIMEOUT = (10.0, 120.0)  # (connect, read) seconds per HTTP request
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """How large objects are split.
+
+    Attributes:
+        workers: concurrent part transfers.
+        part_size: bytes per part; objects larger than this go in parallel parts.
+            Uploads grow the part so an object needs at most 32 parts (one compose).
+        composite_upload: upload large objects as parallel parts joined by
+            ``compose``. None (the default) means on for real GCS and off for an
+            emulator: fake-gcs-server's filesystem backend writes every object
+            under one global lock, so parallel parts cannot overlap there and
+            compose copies every byte a second time; one stream is faster.
+            Downloads use parallel ranges everywhere.
+    """
+
+    workers: int = 8
+    part_size: int = 32 * MiB
+    composite_upload: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"workers must be between 1 and 64, got {self.workers}")
+        if self.part_size < 256 * 1024 or self.part_size % (256 * 1024):
+            raise ValueError(f"part_size must be a positive multiple of 256 KiB, got {self.part_size}")
+
+
+def parse_gs_uri(uri: str) -> tuple[str, str]:
+    """Split ``gs://bucket/prefix`` into (bucket, prefix without slashes at the ends)."""
+    parts = urlsplit(uri)
+    bucket = parts.netloc
+    if not bucket:
+        raise InvalidURI(f"gs:// URI {uri!r} names no bucket: write gs://bucket[/prefix]")
+    if not _BUCKET_NAME.match(bucket) or ".." in bucket or len(bucket.split(".")[0]) > 63:
+        raise InvalidURI(
+            f"invalid bucket name {bucket!r} in {uri!r}: bucket names are 3-63 lowercase "
+            "letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        )
+    if parts.query or parts.fragment:
+        raise InvalidURI(f"gs:// URI {uri!r} must not have a query or fragment")
+    prefix = parts.path.strip("/")
+    if prefix and any(seg in ("", ".", "..") for seg in prefix.split("/")):
+        raise InvalidURI(f"gs:// URI {uri!r} has an empty, '.' or '..' path segment")
+    return bucket, prefix
+
+
+class _GenerationGone(Exception):
+    """The object was replaced or deleted while its parts were being read."""
+
+
+def _translated(method):
+    """Turn SDK and HTTP errors raised by a store primitive into spotsim errors."""
+
+    @functools.wraps(method)
+    def wrapper(self: GCSStore, key: str, *args, **kwargs):
+        try:
+            return method(self, key, *args, **kwargs)
+        except api_exceptions.NotFound as e:
+            raise ObjectNotFound(f"no object {key!r} in {self.uri}") from e
+        except (api_exceptions.Forbidden, api_exceptions.Unauthorized, auth_exceptions.RefreshError) as e:
+            raise StoreAccessDenied(f"{self.uri}: access denied: {e}") from e
+        except api_exceptions.RetryError as e:
+            raise StoreUnavailable(f"cannot reach {self.endpoint} for {self.uri}: {e.cause}") from e
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise StoreUnavailable(f"cannot reach {self.endpoint} for {self.uri}: {e}") from e
+        except api_exceptions.GoogleAPICallError as e:
+            raise StoreError(f"{self.uri}: {key!r}: {e.code} {e.message}") from e
+
+    return wrapper
+
+
+class GCSStore(Store):
+    """A store under ``gs://bucket/prefix`` on real GCS or an emulator.
+
+    Args:
+        bucket, prefix: where objects live; keys are appended to the prefix.
+        endpoint: an emulator URL; defaults to ``STORAGE_EMULATOR_HOST`` when
+            set (anonymous credentials), else real GCS with the user's
+            application-default credentials.
+        create_bucket: create a missing bucket; defaults to True only on an emulator.
+        options: part size and parallelism for large objects.
+    """
+
+    scheme = "gs"
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str | None = None,
+        create_bucket: bool | None = None,
+        options: TransferOptions | None = None,
+    ) -> None:
+        super().__init__(f"gs://{bucket}/{prefix}".rstrip("/"))
+        endpoint = endpoint or os.environ.get("STORAGE_EMULATOR_HOST") or None
+        self.emulated = endpoint is not None
+        if endpoint and "://" not in endpoint:
+            endpoint = f"http://{endpoint}"
+        self.endpoint = (endpoint or GCS_ENDPOINT).rstrip("/")
+        self.options = options or TransferOptions()
+        self._prefix = f"{prefix}/" if prefix else ""
+        credentials, project = self._credentials()
+        self._client = storage.Client(
+            project=project, credentials=credentials, client_options={"api_endpoint": self.endpoint}
+        )
+        self._bucket = self._client.bucket(bucket)
+        self._session = AuthorizedSession(credentials)
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self.options.workers + 4)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._pool = ThreadPoolExecutor(self.options.workers, thread_name_prefix="spotsim-gcs")
+        try:
+            self._open_bucket(self.emulated if create_bucket is None else create_bucket)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def from_uri(cls, uri: str, **kwargs) -> GCSStore:
+        bucket, prefix = parse_gs_uri(uri)
+        return cls(bucket, prefix, **kwargs)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._session.close()
+        self._client.close()
+
+    # -- primitives ---------------------------------------------------------
+
+    @_translated
+    def _put_bytes(self, key: str, data: memoryview) -> None:
+        self._upload(self._name(key), data)
+
+    @_translated
+    def _put_file(self, key: str, path: Path) -> None:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return self._upload(self._name(key), memoryview(b""))
+            # A read-only map lets every part go out straight from the page cache.
+            with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as mapped:
+                view = memoryview(mapped)
+                try:
+                    self._upload(self._name(key), view)
+                finally:
+                    view.release()
+
+    @_translated
+    def _get_bytes(self, key: str) -> bytes:
+        return self._download(self._name(key), lambda size: _Buffer(bytearray(size)))
+
+    @_translated
+    def _get_file(self, key: str, path: Path) -> None:
+        tmp = path.with_name(f"{RESERVED_PREFIX}tmp-{uuid.uuid4().hex}-{path.name}")
+        try:
+            self._download(self._name(key), lambda size: _MappedFile(tmp, size))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @_translated
+    def _list(self, prefix: str) -> list[str]:
+        start = len(self._prefix)
+        blobs = self._client.list_blobs(self._bucket, prefix=self._prefix + prefix, retry=TRANSFER_RETRY)
+        return [b.name[start:] for b in blobs if not b.name[start:].startswith(RESERVED_PREFIX)]
+
+    @_translated
+    def _exists(self, key: str) -> bool:
+        return self._bucket.blob(self._name(key)).exists(retry=TRANSFER_RETRY)
+
+    @_translated
+    def _delete(self, key: str, missing_ok: bool) -> None:
+        try:
+            self._bucket.blob(self._name(key)).delete(retry=TRANSFER_RETRY)
+        except api_exceptions.NotFound:
+            if not missing_ok:
+                raise
+
+    @_translated
+    def _create_if_absent(self, key: str, data: memoryview) -> bool:
+        name = self._name(key)
+        tries = 0
+
+        def attempt() -> None:
+            nonlocal tries
+            tries += 1
+            self._conditional_upload(name, data)
+
+        try:
+            TRANSFER_RETRY(attempt)()
+            return True
+        except api_exceptions.PreconditionFailed:
+            if tries == 1:
+                return False
+            # An earlier try may have landed before its response was lost:
+            # the object is ours if it holds exactly our bytes.
+            blob = self._bucket.get_blob(name, retry=TRANSFER_RETRY)
+            return blob is not None and blob.size == len(data) and blob.crc32c == _crc32c_b64(data)
+
+    # -- maintenance --------------------------------------------------------
+
+    def clean_partial_writes(self) -> int:
+        """Delete upload parts left behind by writers that died mid-upload.
+
+        Only call this when no writer is uploading to the store. Returns how
+        many objects were removed.
+        """
+        blobs = list(self._client.list_blobs(self._bucket, prefix=self._prefix + _PARTS_DIR + "/"))
+        self._delete_names([b.name for b in blobs])
+        return len(blobs)
+
+    # -- transfers ----------------------------------------------------------
+
+    def _name(self, key: str) -> str:
+        return self._prefix + key
+
+    @property
+    def _composite_uploads(self) -> bool:
+        choice = self.options.composite_upload
+        return not self.emulated if choice is None else choice
+
+    def _upload(self, name: str, data: memoryview) -> None:
+        size = len(data)
+        part = max(self.options.part_size, _ceil_to(-(-size // MAX_COMPOSE_SOURCES), 256 * 1024))
+        if size <= part or not self._composite_uploads:
+            TRANSFER_RETRY(self._media_upload)(name, data)
+            return
+        ranges = [(lo, min(lo + part, size)) for lo in range(0, size, part)]
+        parts_dir = f"{self._prefix}{_PARTS_DIR}/{uuid.uuid4().hex}"
+        part_names = [f"{parts_dir}/{i:05d}" for i in range(len(ranges))]
+        send = TRANSFER_RETRY(self._media_upload)
+
+        def send_part(i: int) -> None:
+            with data[ranges[i][0]:ranges[i][1]] as piece:
+                send(part_names[i], piece)
+
+        try:
+            self._run_parallel(send_part, range(len(ranges)))
+            target = self._bucket.blob(name)
+            target.content_type = "application/octet-stream"
+            # compose is atomic: readers see the old object or the whole new one.
+            target.compose([self._bucket.blob(n) for n in part_names], retry=TRANSFER_RETRY)
+            if target.crc32c != _crc32c_b64(data):
+                raise IntegrityError(f"composed object {name!r} does not match the bytes sent")
+        finally:
+            self._delete_names(part_names)
+
+    def _media_upload(self, name: str, data: memoryview, *, if_generation_match: int | None = None) -> None:
+        params = {"uploadType": "media", "name": name}
+        if if_generation_match is not None:
+            params["ifGenerationMatch"] = str(if_generation_match)
+        resp = self._session.post(
+            f"{self.endpoint}/upload/storage/v1/b/{self._bucket.name}/o",
+            params=params,
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=_TIMEOUT,
+        )
+        _raise_for_status(resp)
+        _check_stored_crc(resp, name, data)
+
+    def _conditional_upload(self, name: str, data: memoryview) -> None:
+        """Create ``name`` only if absent, in one multipart request with ``ifGenerationMatch=0``.
+
+        Multipart rather than media upload because fake-gcs-server enforces
+        generation preconditions only on multipart uploads; real GCS on all.
+        Meant for small commit objects: the body is assembled in memory.
+        """
+        boundary = f"spotsim-{uuid.uuid4().hex}"
+        metadata = json.dumps({"name": name, "contentType": "application/octet-stream", "crc32c": _crc32c_b64(data)})
+        body = b"".join([
+            f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n".encode(),
+            f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode(),
+            data,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ])  # fmt: skip
+        resp = self._session.post(
+            f"{self.endpoint}/upload/storage/v1/b/{self._bucket.name}/o",
+            params={"uploadType": "multipart", "ifGenerationMatch": "0"},
+            data=body,
+            headers={"Content-Type": f"multipart/related; boundary={boundary}"},
+            timeout=_TIMEOUT,
+        )
+        _raise_for_status(resp)
+        _check_stored_crc(resp, name, data)
+
+    def _download(self, name: str, open_sink):
+        """Read object ``name`` into a sink made by ``open_sink(size)``; return the sink's result."""
+        for _ in range(3):
+            blob = self._bucket.get_blob(name, retry=TRANSFER_RETRY)
+            if blob is None:
+                raise api_exceptions.NotFound(f"no object {name}")
+            with open_sink(blob.size) as sink:
+                try:
+                    self._read_ranges(name, blob.generation, blob.size, sink.view)
+                except _GenerationGone:
+                    continue  # replaced while reading: start over on the new generation
+                if blob.crc32c is not None and _crc32c_b64(sink.view) != blob.crc32c:
+                    raise IntegrityError(f"bytes read for {name!r} do not match its stored crc32c")
+                return sink.result()
+        raise StoreError(f"object {name!r} kept changing while being read")
+
+    def _read_ranges(self, name: str, generation: int, size: int, out: memoryview) -> None:
+        part = self.options.part_size
+        ranges = [(lo, min(lo + part, size)) for lo in range(0, size, part)]
+        read = TRANSFER_RETRY(self._read_range)
+        if len(ranges) <= 1:
+            if size:
+                read(name, generation, 0, size, out, ranged=False)
+            return
+
+        def read_part(r: tuple[int, int]) -> None:
+            with out[r[0]:r[1]] as piece:
+                read(name, generation, r[0], r[1], piece, ranged=True)
+
+        self._run_parallel(read_part, ranges)
+
+    def _read_range(self, name: str, generation: int, lo: int, hi: int, out: memoryview, *, ranged: bool) -> None:
+        headers = {"Accept-Encoding": "identity"}
+        if ranged:
+            headers["Range"] = f"bytes={lo}-{hi - 1}"
+        url = f"{self.endpoint}/download/storage/v1/b/{self._bucket.name}/o/{quote(name, safe='')}"
+        params = {"alt": "media", "generation": str(generation)}
+        with self._session.get(url, params=params, headers=headers, stream=True, timeout=_TIMEOUT) as resp:
+            if resp.status_code == 404:
+                raise _GenerationGone(name)
+            _raise_for_status(resp)
+            done = 0
+            while done < len(out):
+                got = resp.raw.readinto(out[done:])
+                if not got:
+                    raise ConnectionError(f"connection closed after {done} of {len(out)} bytes of {name!r}")
+                done += got
+
+    def _delete_names(self, names: list[str]) -> None:
+        def delete(name: str) -> None:
+            try:
+                self._bucket.blob(name).delete(retry=TRANSFER_RETRY)
+            except api_exceptions.NotFound:
+                pass
+
+        self._run_parallel(delete, names)
+
+    def _run_parallel(self, fn, items) -> None:
+        """Run ``fn`` over ``items`` on the pool; wait for every call, then re-raise the first failure.
+
+        Waiting for all matters: the calls write into shared buffers and maps
+        that the caller releases as soon as this returns.
+        """
+        futures = [self._pool.submit(fn, item) for item in items]
+        wait(futures)
+        for future in futures:
+            future.result()
+
+    def _open_bucket(self, create: bool) -> None:
+        try:
+            self._bucket.reload(retry=OPEN_RETRY, timeout=5)
+        except api_exceptions.NotFound as e:
+            if not create:
+                raise BucketNotFound(f"bucket gs://{self._bucket.name} does not exist at {self.endpoint}") from e
+            try:
+                self._client.create_bucket(self._bucket.name, retry=OPEN_RETRY)
+            except api_exceptions.Conflict:
+                pass  # created by a concurrent opener
+        except api_exceptions.RetryError as e:
+            raise StoreUnavailable(f"cannot reach {self.endpoint} for {self.uri}: {e.cause}") from e
+        except (api_exceptions.Forbidden, api_exceptions.Unauthorized, auth_exceptions.RefreshError) as e:
+            raise StoreAccessDenied(f"{self.uri}: access denied: {e}") from e
+
+    def _credentials(self):
+        if self.emulated:
+            return AnonymousCredentials(), EMULATOR_PROJECT
+        try:
+            return google.auth.default(scopes=["https://www.googleapis.com/auth/devstorage.read_write"])
+        except auth_exceptions.DefaultCredentialsError as e:
+            raise StoreAccessDenied(
+                f"no Google Cloud credentials for {self.uri}: run `gcloud auth application-default login`, "
+                "or set STORAGE_EMULATOR_HOST to use an emulator"
+            ) from e
+
+
+class _Buffer:
+    """Download sink: an in-memory buffer, returned as bytes."""
+
+    def __init__(self, buffer: bytearray) -> None:
+        self._buffer = buffer
+        self.view = memoryview(buffer)
+
+    def __enter__(self) -> _Buffer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.view.release()
+
+    def result(self) -> bytes:
+        self.view.release()
+        return bytes(self._buffer)
+
+
+class _MappedFile:
+    """Download sink: a new file of the final size, written through a memory map."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self._file = open(path, "wb+")
+        self._file.truncate(size)
+        self._map = mmap.mmap(self._file.fileno(), size) if size else None
+        self.view = memoryview(self._map) if self._map is not None else memoryview(b"")
+
+    def __enter__(self) -> _MappedFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.view.release()
+        if self._map is not None:
+            self._map.close()
+        self._file.close()
+
+    def result(self) -> None:
+        self.view.release()
+        # No fsync: a downloaded copy is a cache that appears by rename; it need
+        # not survive a power cut, and fsyncing a gigabyte costs seconds.
+
+
+def _raise_for_status(resp: requests.Response) -> None:
+    if resp.status_code >= 400:
+        raise api_exceptions.from_http_response(resp)
+
+
+def _check_stored_crc(resp: requests.Response, name: str, data: memoryview) -> None:
+    stored = resp.json().get("crc32c")
+    if stored is not None and stored != _crc32c_b64(data):
+        raise IntegrityError(f"store recorded crc32c {stored} for {name!r}, which differs from the bytes sent")
+
+
+def _crc32c_b64(data: memoryview) -> str:
+    """The crc32c of ``data`` in the base64 form GCS reports."""
+    # The `crc32c` package reads memoryviews and maps in place (google-crc32c
+    # would need a copy of every gigabyte first).
+    return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode()
+
+
+def _ceil_to(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple

@@ -1,0 +1,47 @@
+"""The one place that decides what is worth retrying, and for how long.
+
+Only transient failures are retried: throttling (429), server errors (5xx)
+and broken or refused connections. Everything else (404, 403, 412, bad
+requests) fails at once so the caller sees it.
+"""
+
+from __future__ import annotations
+
+import http.client
+
+import requests
+import urllib3.exceptions
+from google.api_core import exceptions as api_exceptions
+from google.api_core.retry import Retry
+from google.auth import exceptions as auth_exceptions
+
+_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    api_exceptions.TooManyRequests,
+    api_exceptions.InternalServerError,
+    api_exceptions.BadGateway,
+    api_exceptions.ServiceUnavailable,
+    api_exceptions.GatewayTimeout,
+    ConnectionError,
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    http.client.IncompleteRead,
+    http.client.BadStatusLine,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.TimeoutError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Return whether ``exc`` is a failure that may succeed if tried again."""
+    if isinstance(exc, auth_exceptions.TransportError) and exc.args:
+        inner = exc.args[0]
+        return isinstance(inner, BaseException) and is_transient(inner)
+    return isinstance(exc, _TRANSIENT_TYPES)
+
+
+# Transfers: ride out a minute of throttling or a store restart.
+TRANSFER_RETRY = Retry(predicate=is_transient, initial=0.25, maximum=8.0, multiplier=2.0, timeout=60.0)
+
+# Opening a store: an unreachable endpoint should be reported within seconds.
+OPEN_RETRY = TRANSFER_RETRY.with_timeout(4.0)

@@ -1,0 +1,204 @@
+"""The contract every store backend must honour, run against each backend.
+
+Real parts only: the local filesystem and the real fake-gcs-server through
+the real google-cloud-storage client, real threads and real processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import threading
+
+import pytest
+
+from spotsim.errors import InvalidKey, ObjectNotFound, StoreError
+from spotsim.storage import open_store
+from spotsim.storage.base import RESERVED_PREFIX
+
+MiB = 1 << 20
+SIZES = [0, 1, 1000, MiB + 17, 5 * MiB + 3]
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    """Deterministic, non-repeating bytes, so a misplaced part cannot go unnoticed."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}:{counter}".encode()).digest() * 64
+        counter += 1
+    return bytes(out[:size])
+
+
+class TestRoundTrips:
+    @pytest.mark.parametrize("size", SIZES)
+    def test_bytes(self, store, size):
+        data = payload(size, seed=size)
+        store.put_bytes("dir/obj.bin", data)
+        assert store.get_bytes("dir/obj.bin") == data
+
+    @pytest.mark.parametrize("size", SIZES)
+    def test_file(self, store, tmp_path, size):
+        src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+        src.write_bytes(payload(size, seed=size + 1))
+        store.put_file("dir/obj.bin", src)
+        store.get_file("dir/obj.bin", dst)
+        assert dst.read_bytes() == src.read_bytes()
+
+    @pytest.mark.slow
+    def test_256_mib_byte_exact(self, store, tmp_path):
+        data = os.urandom(256 * MiB)
+        store.put_bytes("big/bytes.bin", data)
+        assert store.get_bytes("big/bytes.bin") == data
+        src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+        src.write_bytes(data[::-1])
+        store.put_file("big/file.bin", src)
+        store.get_file("big/file.bin", dst)
+        assert hashlib.sha256(dst.read_bytes()).digest() == hashlib.sha256(data[::-1]).digest()
+
+    def test_overwrite_replaces_whole_object(self, store):
+        store.put_bytes("k", payload(3 * MiB, seed=1))
+        store.put_bytes("k", b"short")
+        assert store.get_bytes("k") == b"short"
+
+    def test_accepts_bytearray_and_memoryview(self, store):
+        store.put_bytes("a", bytearray(b"xyz"))
+        store.put_bytes("b", memoryview(b"0123456789")[2:5])
+        assert (store.get_bytes("a"), store.get_bytes("b")) == (b"xyz", b"234")
+
+
+class TestListing:
+    def test_many_objects_by_prefix(self, store):
+        keys = [f"a/{i:03d}" for i in range(60)] + [f"ab/{i}" for i in range(20)] + [f"b/x/{i}" for i in range(40)]
+        for key in keys:
+            store.put_bytes(key, key.encode())
+        assert store.list("a/") == sorted(k for k in keys if k.startswith("a/"))
+        assert store.list("a") == sorted(k for k in keys if k.startswith("a"))
+        assert store.list("b/x/") == sorted(k for k in keys if k.startswith("b/"))
+        assert store.list() == sorted(keys)
+        assert store.list("nothing/") == []
+
+    def test_internal_names_never_listed(self, store, tmp_path):
+        src = tmp_path / "src.bin"
+        src.write_bytes(payload(3 * MiB))
+        store.put_file("x/obj", src)
+        store.create_if_absent("x/commit", b"1")
+        assert store.list() == ["x/commit", "x/obj"]
+        assert not any(RESERVED_PREFIX in k for k in store.list())
+
+
+class TestMissingAndDelete:
+    def test_missing_key_is_file_not_found(self, store, tmp_path):
+        with pytest.raises(FileNotFoundError) as info:
+            store.get_bytes("no/such")
+        assert isinstance(info.value, ObjectNotFound) and "no/such" in str(info.value)
+        with pytest.raises(ObjectNotFound):
+            store.get_file("no/such", tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+        with pytest.raises(ObjectNotFound):
+            store.delete("no/such")
+        assert store.exists("no/such") is False
+
+    def test_delete(self, store):
+        store.put_bytes("d/k", b"v")
+        assert store.exists("d/k")
+        store.delete("d/k")
+        assert not store.exists("d/k") and store.list("d/") == []
+        store.delete("d/k", missing_ok=True)
+
+
+class TestCreateIfAbsent:
+    def test_second_create_loses_and_changes_nothing(self, store):
+        assert store.create_if_absent("m", b"first") is True
+        assert store.create_if_absent("m", b"second") is False
+        assert store.get_bytes("m") == b"first"
+
+    def test_thread_race_has_exactly_one_winner(self, store):
+        writers = 12
+        for round_ in range(4):
+            key = f"race/{round_}"
+            barrier = threading.Barrier(writers)
+            results: list[bool | None] = [None] * writers
+
+            def write(i: int) -> None:
+                barrier.wait()
+                results[i] = store.create_if_absent(key, f"writer {i}".encode())
+
+            threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert results.count(True) == 1, results
+            assert store.get_bytes(key) == f"writer {results.index(True)}".encode()
+
+    def test_process_race_has_exactly_one_winner(self, store, emulator):
+        ctx = multiprocessing.get_context("spawn")
+        writers = 6
+        for round_ in range(2):
+            key = f"prace/{round_}"
+            barrier, results = ctx.Barrier(writers), ctx.Queue()
+            procs = [
+                ctx.Process(target=_race_in_process, args=(store.uri, emulator.url, key, i, barrier, results))
+                for i in range(writers)
+            ]
+            for p in procs:
+                p.start()
+            outcomes = dict(results.get(timeout=120) for _ in procs)
+            for p in procs:
+                p.join(timeout=60)
+                assert p.exitcode == 0
+            winners = [i for i, won in outcomes.items() if won]
+            assert len(winners) == 1, outcomes
+            assert store.get_bytes(key) == f"process {winners[0]}".encode()
+
+
+def _race_in_process(uri, endpoint, key, i, barrier, results):
+    options = {"endpoint": endpoint} if uri.startswith("gs://") else {}
+    with open_store(uri, **options) as store:
+        barrier.wait()
+        results.put((i, store.create_if_absent(key, f"process {i}".encode())))
+
+
+class TestAtomicVisibility:
+    def test_reader_never_sees_a_partial_or_mixed_object(self, store):
+        versions = [payload(3 * MiB, seed=1), payload(5 * MiB, seed=2)]
+        store.put_bytes("v", versions[0])
+        stop = threading.Event()
+        seen: list[bytes] = []
+        errors: list[BaseException] = []
+
+        def read() -> None:
+            while not stop.is_set():
+                try:
+                    seen.append(store.get_bytes("v"))
+                except StoreError as e:  # "kept changing": allowed, never partial data
+                    errors.append(e)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            for i in range(16):
+                store.put_bytes("v", versions[i % 2])
+        finally:
+            stop.set()
+            reader.join()
+        assert seen, "the reader never completed a read"
+        assert all(s in versions for s in seen), "a reader saw bytes that were never written as a whole"
+        assert all("kept changing" in str(e) for e in errors)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "../escape", "a/../../escape", "/abs", "a//b", "a/./b", "a/", "a\\b", "tab\tkey",
+     f"{RESERVED_PREFIX}tmp-x", f"x/{RESERVED_PREFIX}parts/y", "k" * 1025],
+)  # fmt: skip
+def test_bad_keys_are_refused_before_any_io(store, key):
+    with pytest.raises(InvalidKey):
+        store.put_bytes(key, b"x")
+    with pytest.raises(InvalidKey):
+        store.get_bytes(key)
+    with pytest.raises(ValueError):  # InvalidKey is also a ValueError
+        store.create_if_absent(key, b"x")
+    assert store.list() == []
