@@ -54,3 +54,15 @@ class EmulatorError(SpotsimError, RuntimeError):
 
 class EmulatorUnavailable(EmulatorError):
     """The requested emulator backend cannot run here (e.g. no Docker engine answers)."""
+
+
+class CheckpointError(SpotsimError):
+    """A checkpoint could not be saved or restored."""
+
+
+class CorruptCheckpoint(CheckpointError, ValueError):
+    """A checkpoint's objects are missing, truncated, fail their checksums, or are malformed."""
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """No complete checkpoint exists where one was required."""

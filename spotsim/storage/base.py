@@ -88,6 +88,10 @@ class Store(ABC):
         """Return the object's bytes; raise ``ObjectNotFound`` if there is none."""
         return self._get_bytes(check_key(key))
 
+    def get_buffer(self, key: str) -> bytearray:
+        """Like :meth:`get_bytes`, as a mutable buffer (no extra copy; arrays can view it)."""
+        return self._get_buffer(check_key(key))
+
     def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
         """Upload the local file at ``path`` as ``key``, replacing atomically."""
         self._put_file(check_key(key), Path(path))
@@ -117,7 +121,17 @@ class Store(ABC):
         """
         return self._create_if_absent(check_key(key), memoryview(data).cast("B"))
 
+    def clean_partial_writes(self, older_than_s: float = 3600.0) -> int:
+        """Delete temporaries left by writers that died mid-write; return how many.
+
+        Only those older than ``older_than_s`` go, so live writers are not disturbed.
+        """
+        return 0
+
     # -- primitives each backend implements --------------------------------
+
+    def _get_buffer(self, key: str) -> bytearray:
+        return bytearray(self._get_bytes(key))
 
     @abstractmethod
     def _put_bytes(self, key: str, data: memoryview) -> None: ...

@@ -14,12 +14,13 @@ link carries (measured here: ~30 MiB/s SDK upload vs ~200 MiB/s raw media POST).
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import mmap
 import os
 import re
+import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -27,7 +28,6 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import google.auth
-import crc32c
 import requests
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
@@ -45,6 +45,7 @@ from spotsim.errors import (
     StoreError,
     StoreUnavailable,
 )
+from spotsim.storage import crc
 from spotsim.storage.base import RESERVED_PREFIX, Store
 from spotsim.storage.retry import OPEN_RETRY, TRANSFER_RETRY
 
@@ -55,6 +56,7 @@ MAX_COMPOSE_SOURCES = 32  # GCS's limit for one compose request
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,220}[a-z0-9]$")
 _PARTS_DIR = f"{RESERVED_PREFIX}parts"
 _TIMEOUT = (10.0, 120.0)  # (connect, read) seconds per HTTP request
+_CHUNK = 4 * MiB  # downloads stream through one buffer of this size per worker thread
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ class GCSStore(Store):
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._pool = ThreadPoolExecutor(self.options.workers, thread_name_prefix="spotsim-gcs")
+        self._local = threading.local()
         try:
             self._open_bucket(self.emulated if create_bucket is None else create_bucket)
         except BaseException:
@@ -207,13 +210,17 @@ class GCSStore(Store):
 
     @_translated
     def _get_bytes(self, key: str) -> bytes:
-        return self._download(self._name(key), lambda size: _Buffer(bytearray(size)))
+        return self._download(self._name(key), _BufferSink)
+
+    @_translated
+    def _get_buffer(self, key: str) -> bytearray:
+        return self._download(self._name(key), lambda size: _BufferSink(size, as_bytes=False))
 
     @_translated
     def _get_file(self, key: str, path: Path) -> None:
         tmp = path.with_name(f"{RESERVED_PREFIX}tmp-{uuid.uuid4().hex}-{path.name}")
         try:
-            self._download(self._name(key), lambda size: _MappedFile(tmp, size))
+            self._download(self._name(key), lambda size: _FileSink(tmp, size))
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -259,15 +266,12 @@ class GCSStore(Store):
 
     # -- maintenance --------------------------------------------------------
 
-    def clean_partial_writes(self) -> int:
-        """Delete upload parts left behind by writers that died mid-upload.
-
-        Only call this when no writer is uploading to the store. Returns how
-        many objects were removed.
-        """
-        blobs = list(self._client.list_blobs(self._bucket, prefix=self._prefix + _PARTS_DIR + "/"))
-        self._delete_names([b.name for b in blobs])
-        return len(blobs)
+    def clean_partial_writes(self, older_than_s: float = 3600.0) -> int:
+        cutoff = time.time() - older_than_s
+        blobs = self._client.list_blobs(self._bucket, prefix=self._prefix + _PARTS_DIR + "/", retry=TRANSFER_RETRY)
+        stale = [b.name for b in blobs if b.time_created is None or b.time_created.timestamp() <= cutoff]
+        self._delete_names(stale)
+        return len(stale)
 
     # -- transfers ----------------------------------------------------------
 
@@ -352,45 +356,55 @@ class GCSStore(Store):
                 raise api_exceptions.NotFound(f"no object {name}")
             with open_sink(blob.size) as sink:
                 try:
-                    self._read_ranges(name, blob.generation, blob.size, sink.view)
+                    checksum = self._read_parts(name, blob.generation, blob.size, sink.write)
                 except _GenerationGone:
                     continue  # replaced while reading: start over on the new generation
-                if blob.crc32c is not None and _crc32c_b64(sink.view) != blob.crc32c:
+                if blob.crc32c is not None and crc.to_b64(checksum) != blob.crc32c:
                     raise IntegrityError(f"bytes read for {name!r} do not match its stored crc32c")
                 return sink.result()
         raise StoreError(f"object {name!r} kept changing while being read")
 
-    def _read_ranges(self, name: str, generation: int, size: int, out: memoryview) -> None:
+    def _read_parts(self, name: str, generation: int, size: int, write) -> int:
+        """Read the object in parallel byte ranges through ``write(offset, chunk)``; return its crc32c."""
         part = self.options.part_size
         ranges = [(lo, min(lo + part, size)) for lo in range(0, size, part)]
         read = TRANSFER_RETRY(self._read_range)
         if len(ranges) <= 1:
-            if size:
-                read(name, generation, 0, size, out, ranged=False)
-            return
+            return read(name, generation, 0, size, write, ranged=False) if size else 0
+        checksums = self._run_parallel(lambda r: read(name, generation, r[0], r[1], write, ranged=True), ranges)
+        total = checksums[0]
+        for (lo, hi), part_crc in zip(ranges[1:], checksums[1:]):
+            total = crc.combine(total, part_crc, hi - lo)
+        return total
 
-        def read_part(r: tuple[int, int]) -> None:
-            with out[r[0]:r[1]] as piece:
-                read(name, generation, r[0], r[1], piece, ranged=True)
-
-        self._run_parallel(read_part, ranges)
-
-    def _read_range(self, name: str, generation: int, lo: int, hi: int, out: memoryview, *, ranged: bool) -> None:
+    def _read_range(self, name: str, generation: int, lo: int, hi: int, write, *, ranged: bool) -> int:
+        """Stream bytes [lo, hi) of one generation to ``write``; return their crc32c."""
         headers = {"Accept-Encoding": "identity"}
         if ranged:
             headers["Range"] = f"bytes={lo}-{hi - 1}"
         url = f"{self.endpoint}/download/storage/v1/b/{self._bucket.name}/o/{quote(name, safe='')}"
         params = {"alt": "media", "generation": str(generation)}
+        buffer = self._chunk_buffer()
+        checksum, offset = 0, lo
         with self._session.get(url, params=params, headers=headers, stream=True, timeout=_TIMEOUT) as resp:
             if resp.status_code == 404:
                 raise _GenerationGone(name)
             _raise_for_status(resp)
-            done = 0
-            while done < len(out):
-                got = resp.raw.readinto(out[done:])
-                if not got:
-                    raise ConnectionError(f"connection closed after {done} of {len(out)} bytes of {name!r}")
-                done += got
+            while offset < hi:
+                n = min(_CHUNK, hi - offset)
+                with buffer[:n] as chunk:
+                    _fill(resp.raw, chunk, name)
+                    write(offset, chunk)
+                    checksum = crc.crc32c_of(chunk, checksum)
+                offset += n
+        return checksum
+
+    def _chunk_buffer(self) -> memoryview:
+        """This thread's reusable download buffer (allocated once, so pages fault in once)."""
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None:
+            buffer = self._local.buffer = memoryview(bytearray(_CHUNK))
+        return buffer
 
     def _delete_names(self, names: list[str]) -> None:
         def delete(name: str) -> None:
@@ -401,16 +415,17 @@ class GCSStore(Store):
 
         self._run_parallel(delete, names)
 
-    def _run_parallel(self, fn, items) -> None:
-        """Run ``fn`` over ``items`` on the pool; wait for every call, then re-raise the first failure.
+    def _run_parallel(self, fn, items) -> list:
+        """Run ``fn`` over ``items`` on the pool; wait for every call, then return the results in order.
+
+        The first failure is re-raised, but only once every call has ended.
 
         Waiting for all matters: the calls write into shared buffers and maps
         that the caller releases as soon as this returns.
         """
         futures = [self._pool.submit(fn, item) for item in items]
         wait(futures)
-        for future in futures:
-            future.result()
+        return [future.result() for future in futures]
 
     def _open_bucket(self, create: bool) -> None:
         try:
@@ -439,46 +454,58 @@ class GCSStore(Store):
             ) from e
 
 
-class _Buffer:
+class _BufferSink:
     """Download sink: an in-memory buffer, returned as bytes."""
 
-    def __init__(self, buffer: bytearray) -> None:
-        self._buffer = buffer
-        self.view = memoryview(buffer)
+    def __init__(self, size: int, *, as_bytes: bool = True) -> None:
+        self._buffer = bytearray(size)
+        self._as_bytes = as_bytes
 
-    def __enter__(self) -> _Buffer:
+    def __enter__(self) -> _BufferSink:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.view.release()
+        pass
 
-    def result(self) -> bytes:
-        self.view.release()
-        return bytes(self._buffer)
+    def write(self, offset: int, chunk: memoryview) -> None:
+        self._buffer[offset : offset + len(chunk)] = chunk
+
+    def result(self) -> bytes | bytearray:
+        return bytes(self._buffer) if self._as_bytes else self._buffer
 
 
-class _MappedFile:
-    """Download sink: a new file of the final size, written through a memory map."""
+class _FileSink:
+    """Download sink: a new file written with positional writes from any thread."""
 
     def __init__(self, path: Path, size: int) -> None:
-        self._file = open(path, "wb+")
-        self._file.truncate(size)
-        self._map = mmap.mmap(self._file.fileno(), size) if size else None
-        self.view = memoryview(self._map) if self._map is not None else memoryview(b"")
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.ftruncate(self._fd, size)
 
-    def __enter__(self) -> _MappedFile:
+    def __enter__(self) -> _FileSink:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.view.release()
-        if self._map is not None:
-            self._map.close()
-        self._file.close()
+        os.close(self._fd)
+
+    def write(self, offset: int, chunk: memoryview) -> None:
+        while chunk:
+            written = os.pwrite(self._fd, chunk, offset)
+            chunk, offset = chunk[written:], offset + written
 
     def result(self) -> None:
-        self.view.release()
         # No fsync: a downloaded copy is a cache that appears by rename; it need
         # not survive a power cut, and fsyncing a gigabyte costs seconds.
+        return None
+
+
+def _fill(raw, chunk: memoryview, name: str) -> None:
+    """Read exactly ``len(chunk)`` bytes of a response body into ``chunk``."""
+    filled = 0
+    while filled < len(chunk):
+        got = raw.readinto(chunk[filled:])
+        if not got:
+            raise ConnectionError(f"connection closed early while reading {name!r}")
+        filled += got
 
 
 def _raise_for_status(resp: requests.Response) -> None:
@@ -493,10 +520,7 @@ def _check_stored_crc(resp: requests.Response, name: str, data: memoryview) -> N
 
 
 def _crc32c_b64(data: memoryview) -> str:
-    """The crc32c of ``data`` in the base64 form GCS reports."""
-    # The `crc32c` package reads memoryviews and maps in place (google-crc32c
-    # would need a copy of every gigabyte first).
-    return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode()
+    return crc.to_b64(crc.crc32c_of(data))
 
 
 def _ceil_to(n: int, multiple: int) -> int:

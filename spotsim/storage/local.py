@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -68,6 +69,16 @@ class FileStore(Store):
     def _get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+            raise ObjectNotFound(f"no object {key!r} in {self.uri}") from e
+
+    def _get_buffer(self, key: str) -> bytearray:
+        try:
+            with open(self._path(key), "rb") as f:
+                buffer = bytearray(os.fstat(f.fileno()).st_size)
+                if f.readinto(buffer) != len(buffer):
+                    raise StoreError(f"object {key!r} in {self.uri} changed size while being read")
+                return buffer
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
             raise ObjectNotFound(f"no object {key!r} in {self.uri}") from e
 
@@ -131,6 +142,17 @@ class FileStore(Store):
         _fsync_dir(target.parent)
         return True
 
+    def clean_partial_writes(self, older_than_s: float = 3600.0) -> int:
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for dirpath, _, filenames in os.walk(self.root):
+            for name in filenames:
+                path = Path(dirpath, name)
+                if name.startswith(f"{RESERVED_PREFIX}tmp-") and _mtime(path) < cutoff:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
     # -- helpers ------------------------------------------------------------
 
     def _path(self, key: str) -> Path:
@@ -175,6 +197,13 @@ def _open_source(path: Path):
         return open(path, "rb")
     except FileNotFoundError as e:
         raise FileNotFoundError(f"source file {path} does not exist") from e
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 def _fsync_dir(directory: Path) -> None:
