@@ -39,3 +39,11 @@ def make_store(kind: str, tmp_path, emulator_url: str):
 def store(request, tmp_path, emulator):
     with make_store(request.param, tmp_path, emulator.url) as s:
         yield s
+
+
+@pytest.fixture(params=["file", "gs"])
+def checkpoint_target(request, tmp_path, emulator):
+    """(uri, store_options) of an empty checkpoint location on each backend."""
+    if request.param == "file":
+        return (tmp_path / "ckpt").as_uri(), {}
+    return f"gs://checkpoints/{uuid.uuid4().hex[:12]}", {"endpoint": emulator.url}

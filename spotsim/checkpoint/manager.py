@@ -93,6 +93,7 @@ class CheckpointManager:
         self._last_save_time = time.monotonic()
         self._last_save_step: int | None = None
         self._started = False
+        self._spare_buffers: list[memoryview] = []  # the last persisted snapshot's, for the next pack
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> CheckpointManager:
@@ -143,7 +144,8 @@ class CheckpointManager:
         if self.events:
             self.events.step(step, force=True)
         self.wait()  # at most one persist in flight; waiting for it is blocking time
-        packed = tree.pack(state, archive=self.layout == "archive")
+        packed = tree.pack(state, archive=self.layout == "archive", recycle=self._spare_buffers)
+        self._spare_buffers = []
         snapshot_s = time.perf_counter() - start
         self._last_save_time, self._last_save_step = time.monotonic(), step
         job = (step, packed, kind, dict(metadata or {}), snapshot_s)
@@ -174,7 +176,11 @@ class CheckpointManager:
             self.store.close()
 
     def mark_done(self, step: int) -> None:
-        """Tell the harness the job finished all its work (the contract's ``done`` event)."""
+        """Tell the harness the job finished all its work (the contract's ``done`` event).
+
+        Waits for the in-flight persist first, so ``done`` is the run's last event.
+        """
+        self.wait()
         if self.events:
             self.events.step(step, force=True)
             self.events.emit("done", step=step)
@@ -200,9 +206,18 @@ class CheckpointManager:
     def _persist(
         self, step: int, packed: tree.Packed, kind: str, metadata: dict, snapshot_s: float, *, blocking_started
     ) -> None:
+        try:
+            self._upload_and_commit(step, packed, kind, metadata, snapshot_s, blocking_started)
+        finally:
+            self._spare_buffers = packed.buffers()  # persisted or failed: the next snapshot may refill them
+
+    def _upload_and_commit(
+        self, step: int, packed: tree.Packed, kind: str, metadata: dict, snapshot_s: float, blocking_started
+    ) -> None:
         start = time.perf_counter()
         if self.store.exists(manifest_key(step)):
             log.info("step %d is already checkpointed; not saving it again", step)
+            self._record(SaveStats(step, kind, self._blocking(blocking_started, snapshot_s), 0.0, 0, False))
             return
         save_id = uuid.uuid4().hex[:12]
         entries = {}
@@ -216,16 +231,25 @@ class CheckpointManager:
         committed = self.store.create_if_absent(manifest_key(step), manifest.to_json())  # the commit point
         if not committed:
             log.warning("another save committed step %d first; discarding this one", step)
-        end = time.perf_counter()
-        blocking = end - blocking_started if blocking_started is not None else snapshot_s
-        stats = SaveStats(step, kind, blocking, end - start, packed.nbytes, committed)
-        self.saves.append(stats)
-        if self.events and committed:
-            self.events.emit(
-                "checkpoint", step=step, kind=kind, blocking_s=round(blocking, 6),
-                persist_s=round(stats.persist_s, 6), bytes=packed.nbytes,
-            )  # fmt: skip
+        persisted = time.perf_counter()
         self._collect_garbage()
+        # A synchronous save blocked the caller for all of it, retention included.
+        stats = SaveStats(
+            step, kind, self._blocking(blocking_started, snapshot_s), persisted - start, packed.nbytes, committed
+        )
+        self._record(stats)
+
+    @staticmethod
+    def _blocking(blocking_started: float | None, snapshot_s: float) -> float:
+        return time.perf_counter() - blocking_started if blocking_started is not None else snapshot_s
+
+    def _record(self, stats: SaveStats) -> None:
+        self.saves.append(stats)
+        if self.events and stats.committed:
+            self.events.emit(
+                "checkpoint", step=stats.step, kind=stats.kind, blocking_s=round(stats.blocking_s, 6),
+                persist_s=round(stats.persist_s, 6), bytes=stats.bytes,
+            )  # fmt: skip
 
     # -- restore ------------------------------------------------------------
 
