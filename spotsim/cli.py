@@ -14,7 +14,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from spotsim.errors import SpotsimError
+from spotsim.cost.prices import DEFAULT_MACHINE
+from spotsim.errors import InvalidOption, SpotsimError
 
 app = typer.Typer(
     name="spotsim",
@@ -73,6 +74,112 @@ def demo(
     from spotsim.demo import run_demo
 
     run_demo(console, size_mib=size_mib, root=root)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    workload: Optional[str] = typer.Option(None, help="Built-in workload [default: torch-cnn]; or give -- CMD ARGS…"),
+    steps: Optional[int] = typer.Option(None, help="Total steps of the built-in workload (also sizes the progress bar)."),
+    interval: Optional[str] = typer.Option(None, help="Checkpoint interval, simulated (90, 90s, 5m, 1h)."),
+    interval_steps: Optional[int] = typer.Option(None, help="Checkpoint every N steps (with or instead of --interval)."),
+    preempt_rate: float = typer.Option(0.0, help="Mean preemptions per hour of VM uptime (λ)."),
+    schedule: str = typer.Option("poisson", help="poisson | weibull:SHAPE | fixed:T1,T2,… | trace:FILE"),
+    trace_invert: bool = typer.Option(False, help="Read trace values as 1 = preempted, 0 = running."),
+    kill: str = typer.Option("sigterm", help="sigterm (notice, grace, SIGKILL) | sigkill | mixed:P (P = SIGKILL share)."),
+    grace: str = typer.Option("30s", help="Time from SIGTERM to SIGKILL, simulated (GCP Spot: 30 s, AWS: 120 s)."),
+    restart_delay: str = typer.Option("0", help="Time to get a new VM after a preemption, simulated (billed)."),
+    time_scale: float = typer.Option(1.0, help="K: one real second stands for K simulated seconds."),
+    bucket: Optional[str] = typer.Option(None, help="Checkpoint here (gs://… or file:///…) instead of the embedded emulator."),
+    seed: int = typer.Option(0, help="Seed of the preemption draws."),
+    max_preemptions: Optional[int] = typer.Option(None, help="Stop preempting after N preemptions."),
+    max_crashes: int = typer.Option(3, help="Give up after N crashes (exits the harness did not cause)."),
+    machine: str = typer.Option(DEFAULT_MACHINE, help="Price-table row(s), e.g. gcp-n1-standard-8+gcp-t4."),
+    prices: Optional[Path] = typer.Option(None, help="CSV price table replacing the shipped one."),
+    out: Path = typer.Option(Path("spotsim-run"), help="Output directory (events.jsonl, summary.json, timeline.png)."),
+) -> None:
+    """Run a training job under preemptions; measure lost work, overheads and the projected spot bill."""
+    from spotsim.cost import load_prices
+    from spotsim.harness import KillMode, RunConfig, parse_duration, parse_schedule, run_live
+    from spotsim.workloads import command as command_for
+
+    chosen = load_prices(prices).machine(machine)
+    command = _job_command(ctx.args, workload, steps, command_for)
+    config = RunConfig(
+        command=tuple(command), out=out.absolute(),
+        schedule=parse_schedule(schedule, preempt_rate, trace_invert=trace_invert).seed(seed),
+        interval_s=parse_duration(interval, "--interval") if interval is not None else None,
+        interval_steps=interval_steps, kill=KillMode.parse(kill), grace_s=parse_duration(grace, "--grace"),
+        restart_delay_s=parse_duration(restart_delay, "--restart-delay"), time_scale=time_scale, seed=seed,
+        max_preemptions=max_preemptions, max_crashes=max_crashes,
+    )  # fmt: skip
+    outcome = _run_with_progress(config, chosen, bucket, steps)
+    _print_summary(outcome.summary, outcome.out)
+    if outcome.interrupted:
+        raise typer.Exit(130)
+    if outcome.crash is not None:
+        console.print(f"[red]gave up after {outcome.summary['crashes']} crashes: {outcome.crash}[/red]")
+        raise typer.Exit(1)
+
+
+def _job_command(args: list[str], workload: str | None, steps: int | None, command_for) -> list[str]:
+    if args and workload:
+        raise InvalidOption("give either --workload NAME or -- CMD ARGS…, not both")
+    if args:
+        if steps is not None:
+            raise InvalidOption("--steps applies to built-in workloads; pass your script its own options")
+        return list(args)
+    if steps is not None and steps < 1:
+        raise InvalidOption(f"--steps must be ≥ 1, got {steps}")
+    return command_for(workload or "torch-cnn", ["--steps", str(steps)] if steps else [])
+
+
+def _run_with_progress(config, machine, bucket, total_steps):
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from spotsim.harness import run_live
+
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+               TimeElapsedColumn()]  # fmt: skip
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("training", total=total_steps, status="starting")
+
+        def show(p) -> None:
+            status = (f"step {p.step} · attempt {p.attempt} · preemptions {p.preemptions} · lost {p.lost_steps} steps"
+                      f" · checkpoints {p.checkpoints} · {p.state}")  # fmt: skip
+            bar.update(task, completed=p.step, status=status)
+
+        return run_live(config, machine, bucket=bucket, on_progress=show)
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    from rich.table import Table
+
+    k = summary["time_scale"]
+    table = Table(title=f"spotsim run — {'completed' if summary['completed'] else 'NOT completed'} (time scale K = {k:g})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("final step", f"{summary['final_step']}"),
+        ("attempts / preemptions / crashes", f"{summary['attempts']} / {summary['preemptions']} / {summary['crashes']}"),
+        ("lost steps (lost time, simulated)", f"{summary['lost_steps']} ({summary['lost_time_s']:.1f} s)"),
+        ("steps computed = final + lost", f"{summary['steps_computed']} {'✓' if summary['identity_holds'] else '✗ MISMATCH'}"),
+        ("checkpoints (blocking, simulated)", f"{summary['checkpoints']} ({summary['checkpoint_blocking_s']:.2f} s)"),
+        ("checkpoint overhead", f"{summary['checkpoint_overhead']:.2%}"),
+        ("restart overhead R (simulated)", "—" if summary["restart_overhead_s"] is None else f"{summary['restart_overhead_s']:.1f} s"),
+        ("wall (real) / simulated hours", f"{summary['wall_s']:.1f} s / {summary['sim_hours']:.3f} h"),
+        (f"spot cost ({summary['machine']})", f"${summary['spot_cost_usd']:.4f}"),
+        ("on-demand cost, uninterrupted", f"${summary['on_demand_cost_usd']:.4f}"),
+        ("savings", f"{summary['savings']:.1%}"),
+    ]
+    for preemption in summary["interruptions"]:
+        if "emergency_in_grace" in preemption:
+            verdict = "saved inside the grace period" if preemption["emergency_in_grace"] else "NOT saved inside the grace period"
+            rows.append((f"attempt {preemption['attempt']} SIGTERM", verdict))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    console.print(f"wrote {out / 'summary.json'}, {out / 'events.jsonl'}, {out / 'timeline.png'}")
 
 
 def main() -> None:

@@ -66,3 +66,32 @@ class CorruptCheckpoint(CheckpointError, ValueError):
 
 class CheckpointNotFound(CheckpointError, FileNotFoundError):
     """No complete checkpoint exists where one was required."""
+
+
+class InvalidOption(SpotsimError, ValueError):
+    """A command-line or configuration value out of range (a zero interval, a NaN rate…)."""
+
+
+class InvalidSchedule(InvalidOption):
+    """A preemption schedule that cannot be parsed or drawn from."""
+
+
+class InvalidTrace(InvalidOption):
+    """A spot trace file that cannot be read or is not in the spot-traces JSON format."""
+
+
+class UnknownMachine(InvalidOption):
+    """A machine name that is not in the price table."""
+
+
+class JobCrashed(SpotsimError, RuntimeError):
+    """A training attempt ended in a way the harness did not cause.
+
+    Carries what a user needs to tell a bug from a flaky host: the attempt,
+    its exit code (negative: killed by that signal) and the tail of its stderr.
+    """
+
+    def __init__(self, attempt: int, exit_code: int, stderr_tail: str) -> None:
+        self.attempt, self.exit_code, self.stderr_tail = attempt, exit_code, stderr_tail
+        last = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else "no stderr"
+        super().__init__(f"attempt {attempt} crashed with exit code {exit_code}: {last}")

@@ -35,9 +35,19 @@ class EventLog:
 
     @classmethod
     def from_env(cls) -> EventLog | None:
-        """The log named by ``SPOTSIM_EVENTS``, or None when the variable is unset."""
+        """The log named by ``SPOTSIM_EVENTS``, or None when the variable is unset.
+
+        ``SPOTSIM_STEP_EVENT_INTERVAL`` (seconds, default 1) sets the step throttle;
+        the harness lowers it so lost work is measured to the step.
+        """
         path = os.environ.get("SPOTSIM_EVENTS")
-        return cls(path) if path else None
+        if not path:
+            return None
+        try:
+            interval = max(0.0, float(os.environ.get("SPOTSIM_STEP_EVENT_INTERVAL", "1.0")))
+        except ValueError:
+            interval = 1.0
+        return cls(path, step_interval_s=interval)
 
     def emit(self, event: str, **fields: object) -> None:
         line = json.dumps({"t": time.time(), "event": event, **fields}, allow_nan=False) + "\n"
@@ -53,6 +63,15 @@ class EventLog:
                 self.emit("step", step=step)
                 self._last_written_step = step
             self._last_step_time = now
+
+    def resumed(self, step: int) -> None:
+        """Record the step an attempt resumed from, without delaying the next step's event.
+
+        The first step after a resume marks the end of the restart overhead, so it
+        must be written when it happens, not a throttle interval later.
+        """
+        self.emit("step", step=step)
+        self.last_step = self._last_written_step = step
 
     def flush_step(self) -> None:
         """Write the latest step if it has not been written yet (before a checkpoint or exit)."""

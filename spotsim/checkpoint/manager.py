@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from spotsim.checkpoint import tree
@@ -97,15 +97,18 @@ class CheckpointManager:
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> CheckpointManager:
-        """Configure from the harness contract: ``SPOTSIM_CHECKPOINT_URI``, ``…_INTERVAL``, ``SPOTSIM_EVENTS``."""
+        """Configure from the harness contract: ``SPOTSIM_CHECKPOINT_URI``, ``…_INTERVAL`` (seconds),
+        ``…_INTERVAL_STEPS`` and ``SPOTSIM_EVENTS``; keyword arguments win over the environment."""
         uri = os.environ.get("SPOTSIM_CHECKPOINT_URI")
         if not uri:
             raise CheckpointError("SPOTSIM_CHECKPOINT_URI is not set; pass a URI or run under `spotsim run`")
-        if "interval_s" not in kwargs and (interval := os.environ.get("SPOTSIM_CHECKPOINT_INTERVAL")):
-            try:
-                kwargs["interval_s"] = float(interval)
-            except ValueError:
-                raise CheckpointError(f"SPOTSIM_CHECKPOINT_INTERVAL={interval!r} is not a number of seconds") from None
+        for key, variable, kind in (("interval_s", "SPOTSIM_CHECKPOINT_INTERVAL", float),
+                                    ("interval_steps", "SPOTSIM_CHECKPOINT_INTERVAL_STEPS", int)):  # fmt: skip
+            if key not in kwargs and (value := os.environ.get(variable)):
+                try:
+                    kwargs[key] = kind(value)
+                except ValueError:
+                    raise CheckpointError(f"{variable}={value!r} is not a valid {key}") from None
         return cls(uri, **kwargs)
 
     def __enter__(self) -> CheckpointManager:
@@ -194,7 +197,7 @@ class CheckpointManager:
             attempt = int(os.environ.get("SPOTSIM_ATTEMPT", "0") or 0)
             self.events.emit("start", attempt=attempt, resumed_step=resumed_step)
             if resumed_step is not None:
-                self.events.step(resumed_step, force=True)
+                self.events.resumed(resumed_step)
 
     def _persist_in_background(self, *job: Any) -> None:
         try:
@@ -217,7 +220,7 @@ class CheckpointManager:
         start = time.perf_counter()
         if self.store.exists(manifest_key(step)):
             log.info("step %d is already checkpointed; not saving it again", step)
-            self._record(SaveStats(step, kind, self._blocking(blocking_started, snapshot_s), 0.0, 0, False))
+            self.saves.append(SaveStats(step, kind, self._blocking(blocking_started, snapshot_s), 0.0, 0, False))
             return
         save_id = uuid.uuid4().hex[:12]
         entries = {}
@@ -232,19 +235,19 @@ class CheckpointManager:
         if not committed:
             log.warning("another save committed step %d first; discarding this one", step)
         persisted = time.perf_counter()
-        self._collect_garbage()
-        # A synchronous save blocked the caller for all of it, retention included.
-        stats = SaveStats(
+        at_commit = SaveStats(
             step, kind, self._blocking(blocking_started, snapshot_s), persisted - start, packed.nbytes, committed
         )
-        self._record(stats)
+        self._emit_checkpoint(at_commit)  # now: a kill during retention must not hide this commit from the harness
+        self._collect_garbage()
+        # A synchronous save held the caller through retention too.
+        self.saves.append(replace(at_commit, blocking_s=self._blocking(blocking_started, snapshot_s)))
 
     @staticmethod
     def _blocking(blocking_started: float | None, snapshot_s: float) -> float:
         return time.perf_counter() - blocking_started if blocking_started is not None else snapshot_s
 
-    def _record(self, stats: SaveStats) -> None:
-        self.saves.append(stats)
+    def _emit_checkpoint(self, stats: SaveStats) -> None:
         if self.events and stats.committed:
             self.events.emit(
                 "checkpoint", step=stats.step, kind=stats.kind, blocking_s=round(stats.blocking_s, 6),

@@ -2,7 +2,9 @@
 preemption notice save an ``emergency`` checkpoint and exit 0.
 
 Configured only through the contract's environment (``SPOTSIM_CHECKPOINT_URI``,
-``SPOTSIM_EVENTS``); ``STEP_SLEEP`` sets the step time and ``TOTAL_STEPS`` the work.
+``SPOTSIM_EVENTS``, the interval variables; every 50 steps when none is set);
+``STEP_SLEEP`` sets the step time, ``TOTAL_STEPS`` the work, and ``CRASH_AT``
+makes it fail at that step, as a buggy job would.
 """
 
 import os
@@ -16,7 +18,10 @@ from spotsim import CheckpointManager, PreemptionWatcher
 
 def main() -> int:
     step_sleep, total = float(os.environ.get("STEP_SLEEP", "0.01")), int(os.environ.get("TOTAL_STEPS", "100000"))
-    with CheckpointManager.from_env(interval_steps=50) as manager, PreemptionWatcher() as watcher:
+    configured = {"SPOTSIM_CHECKPOINT_INTERVAL", "SPOTSIM_CHECKPOINT_INTERVAL_STEPS"} & os.environ.keys()
+    interval = {} if configured else {"interval_steps": 50}
+    crash_at = int(os.environ.get("CRASH_AT", "0"))
+    with CheckpointManager.from_env(**interval) as manager, PreemptionWatcher() as watcher:
         restored = manager.restore_latest()
         step, weights = (restored.step, restored.state["w"]) if restored else (0, np.zeros(1024))
         print("ready", flush=True)
@@ -24,6 +29,8 @@ def main() -> int:
             weights = weights + 1.0  # one "training step"
             step += 1
             time.sleep(step_sleep)
+            if step == crash_at:
+                raise RuntimeError(f"simulated bug at step {step}")
             if watcher.preempted:
                 manager.save(step, {"w": weights}, kind="emergency")
                 return 0

@@ -1,0 +1,70 @@
+"""Reference training jobs that follow the harness contract (``design.md``).
+
+Each workload is a module runnable as ``python -m <module> [--steps N] [--seed S]
+[--batch-size B] [--step-sleep SECONDS]``; :func:`command` builds that command
+line for the harness. This registry imports neither torch nor tensorflow, so
+listing workloads works without either installed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from spotsim.errors import SpotsimError
+
+FRAMEWORKS = ("torch", "tensorflow")
+
+
+class UnknownWorkload(SpotsimError, ValueError):
+    """A workload name that is not in :data:`WORKLOADS`."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One built-in training job: its name, the module that runs it, and its framework."""
+
+    name: str
+    module: str
+    framework: str
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.framework not in FRAMEWORKS:
+            raise ValueError(f"framework must be one of {FRAMEWORKS}, got {self.framework!r}")
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in [
+        Workload("torch-cnn", "spotsim.workloads.torch_cnn", "torch",
+                 "2-conv CNN (the seeds' CIFAR net) on scikit-learn's 8x8 digits, Adam; ~20-40 s"),
+        Workload("torch-mlp", "spotsim.workloads.torch_mlp", "torch",
+                 "MLP on synthetic data; --hidden/--layers/--checkpoint-mib set the checkpoint size (10 MiB-2 GiB)"),
+        Workload("tf-cnn", "spotsim.workloads.tf_cnn", "tensorflow",
+                 "the torch-cnn network in TensorFlow/Keras with a tf.GradientTape loop"),
+    ]
+}  # fmt: skip
+DEFAULT_WORKLOAD = "torch-cnn"
+
+
+def get(name: str) -> Workload:
+    """The workload called ``name``.
+
+    Raises:
+        UnknownWorkload: no such workload; the message lists the known ones.
+    """
+    try:
+        return WORKLOADS[name]
+    except KeyError:
+        known = ", ".join(sorted(WORKLOADS))
+        raise UnknownWorkload(f"unknown workload {name!r}; known workloads: {known}") from None
+
+
+def command(name: str, extra_args: Sequence[str] = ()) -> list[str]:
+    """The command line that runs workload ``name`` with this Python: ``[python, -m, module, *extra_args]``."""
+    return [sys.executable, "-m", get(name).module, *extra_args]
+
+
+__all__ = ["DEFAULT_WORKLOAD", "WORKLOADS", "UnknownWorkload", "Workload", "command", "get"]

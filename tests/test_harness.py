@@ -1,0 +1,186 @@
+"""`spotsim run` end to end: real subprocesses, real signals, fixed schedules, measured lost work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+JOBS = Path(__file__).parent / "jobs"
+SPOTSIM = [sys.executable, "-m", "spotsim.cli"]
+
+
+def spotsim_run(tmp_path, *args: str, job: str = "watched_loop.py", env: dict | None = None, bucket: bool = True):
+    """Run ``spotsim run … -- python JOB``; return (completed process, summary or None, events)."""
+    out = tmp_path / "out"
+    where = ["--bucket", (tmp_path / "ckpt").as_uri()] if bucket else []
+    cmd = [*SPOTSIM, "run", *args, *where, "--out", str(out), "--", sys.executable, str(JOBS / job)]
+    done = subprocess.run(cmd, env=os.environ | (env or {}), capture_output=True, text=True, timeout=240)
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    events_path = out / "events.jsonl"
+    events = [json.loads(line) for line in events_path.read_text().splitlines()] if events_path.exists() else []
+    return done, summary, events
+
+
+def checkpoint_steps(events: list[dict], attempt: int) -> list[int]:
+    """Steps checkpointed by ``attempt`` (events between its launch and exit)."""
+    inside, steps = False, []
+    for e in events:
+        if e["event"] == "launch":
+            inside = e["attempt"] == attempt
+        elif inside and e["event"] == "checkpoint":
+            steps.append(e["step"])
+    return steps
+
+
+def test_sigkill_loses_exactly_the_steps_since_the_last_checkpoint(tmp_path):
+    env = {"TOTAL_STEPS": "400", "STEP_SLEEP": "0.004"}
+    done, summary, events = spotsim_run(
+        tmp_path, "--interval-steps", "40", "--schedule", "fixed:0.6,0.9", "--kill", "sigkill", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert summary["completed"] and summary["final_step"] == 400
+    assert summary["preemptions"] == 2 and summary["attempts"] == 3 and summary["crashes"] == 0
+    for preemption in summary["interruptions"]:
+        saved = checkpoint_steps(events, preemption["attempt"])
+        assert saved, "the kill came after at least one checkpoint"
+        # The newest commit; a kill between a commit and its event leaves it unreported, one interval on.
+        assert preemption["resumed_step"] in (saved[-1], saved[-1] + 40), "resumed from the last commit"
+        assert preemption["lost_steps"] == preemption["last_step"] - preemption["resumed_step"] >= 0
+        assert preemption["lost_steps"] <= 2 * 40, "about the steps since the last checkpoint, not more"
+    assert summary["lost_steps"] == sum(p["lost_steps"] for p in summary["interruptions"])
+    assert summary["identity_holds"] and summary["steps_computed"] == 400 + summary["lost_steps"]
+    assert (tmp_path / "out" / "timeline.png").stat().st_size > 10_000
+
+
+def test_sigterm_with_a_long_grace_loses_nothing(tmp_path):
+    env = {"TOTAL_STEPS": "300", "STEP_SLEEP": "0.004"}
+    done, summary, _ = spotsim_run(
+        tmp_path, "--interval-steps", "100", "--schedule", "fixed:0.5,0.5", "--kill", "sigterm", "--grace", "30", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert summary["completed"] and summary["preemptions"] == 2
+    assert summary["lost_steps"] == 0 and summary["identity_holds"]
+    for preemption in summary["interruptions"]:
+        assert preemption["signals"] == ["SIGTERM"], "the job left inside the grace period; no SIGKILL needed"
+        assert preemption["emergency_in_grace"] and preemption["resumed_step"] == preemption["last_step"]
+    assert "saved inside the grace period" in done.stdout
+
+
+def test_a_grace_period_too_short_for_the_save_is_reported(tmp_path):
+    """The torchrun question: the emergency save does not fit a tiny window, so SIGKILL lands."""
+    env = {"TOTAL_STEPS": "200", "STEP_SLEEP": "0.2"}  # a "step" the job finishes before it looks at the flag
+    done, summary, _ = spotsim_run(
+        tmp_path, "--interval-steps", "1000", "--schedule", "fixed:1", "--grace", "0.05", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    [preemption] = summary["interruptions"]
+    assert preemption["signals"] == ["SIGTERM", "SIGKILL"] and preemption["emergency_in_grace"] is False
+
+
+def test_crash_loop_stops_at_max_crashes(tmp_path):
+    done, summary, events = spotsim_run(
+        tmp_path, "--interval-steps", "10", "--max-crashes", "2", env={"CRASH_AT": "5", "STEP_SLEEP": "0.001"}
+    )
+    assert done.returncode == 1
+    assert "simulated bug at step 5" in done.stdout
+    assert summary["completed"] is False and summary["crashes"] == 3 and summary["attempts"] == 3
+    assert [e["exit_code"] for e in events if e["event"] == "exit"] == [1, 1, 1]
+
+
+def test_foreign_job_that_writes_events_by_hand_is_measured(tmp_path):
+    env = {"TOTAL_STEPS": "200", "CHECKPOINT_EVERY": "25", "STEP_SLEEP": "0.005"}
+    done, summary, _ = spotsim_run(
+        tmp_path, "--interval", "60", "--schedule", "fixed:0.4,0.3", "--kill", "sigkill", job="foreign_job.py", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert summary["completed"] and summary["final_step"] == 200 and summary["preemptions"] == 2
+    for preemption in summary["interruptions"]:
+        assert preemption["resumed_step"] % 25 == 0
+        assert preemption["lost_steps"] == preemption["last_step"] - preemption["resumed_step"] < 25
+    assert summary["identity_holds"]
+
+
+def test_trace_replay_preempts_at_the_recorded_gaps(tmp_path):
+    trace = tmp_path / "trace.json"  # up 20 s, down 10 s, up 10 s, down 30 s, then up to the end
+    trace.write_text(json.dumps({"metadata": {"gap_seconds": 10}, "data": [1, 1, 0, 1, 0, 0, 0] + [1] * 1000}))
+    env = {"TOTAL_STEPS": "150", "STEP_SLEEP": "0.004"}
+    done, summary, events = spotsim_run(
+        tmp_path, "--interval-steps", "20", "--schedule", f"trace:{trace}", "--time-scale", "40", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert summary["completed"] and summary["preemptions"] == 2
+    launches = [e["preempt_at_s"] for e in events if e["event"] == "launch"]
+    assert launches == [20.0, 10.0, None]
+    assert summary["capacity_wait_s"] == 40.0, "the trace's gaps are capacity waits, not billed"
+    assert summary["billed_hours"] < summary["sim_hours"]
+
+
+def test_embedded_emulator_is_the_default_bucket(tmp_path):
+    env = {"TOTAL_STEPS": "120", "STEP_SLEEP": "0.004"}
+    done, summary, _ = spotsim_run(tmp_path, "--interval-steps", "30", "--schedule", "fixed:0.3", env=env, bucket=False)
+    assert done.returncode == 0, done.stderr
+    assert summary["checkpoint_uri"].startswith("gs://") and summary["completed"] and summary["preemptions"] == 1
+
+
+def test_ctrl_c_ends_the_run_and_still_writes_a_summary(tmp_path):
+    out = tmp_path / "out"
+    cmd = [*SPOTSIM, "run", "--interval-steps", "20", "--bucket", (tmp_path / "ckpt").as_uri(), "--out", str(out),
+           "--", sys.executable, str(JOBS / "watched_loop.py")]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=os.environ | {"STEP_SLEEP": "0.01"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    events = out / "events.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (events.exists() and '"checkpoint"' in events.read_text()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and not summary["completed"] and summary["final_step"] > 0
+    assert b"Traceback" not in stderr
+
+
+BAD_INPUT = {
+    "zero interval": ["--interval", "0"],
+    "negative interval": ["--interval", "-5"],
+    "no interval": [],
+    "NaN rate": ["--interval", "60", "--preempt-rate", "nan"],
+    "negative rate": ["--interval", "60", "--preempt-rate", "-1"],
+    "unknown workload": ["--interval", "60", "--workload", "resnet-9000"],
+    "unreadable trace": ["--interval", "60", "--schedule", "trace:/nonexistent/trace.json"],
+    "unknown schedule": ["--interval", "60", "--schedule", "gamma:2"],
+    "unknown machine": ["--interval", "60", "--machine", "gcp-tpu-v9"],
+    "bad kill mode": ["--interval", "60", "--kill", "mixed:2"],
+    "bad time scale": ["--interval", "60", "--time-scale", "0"],
+    "unreachable bucket": ["--interval", "60", "--bucket", "gs://nowhere/run"],
+}
+
+
+@pytest.mark.parametrize("args", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args):
+    env = os.environ | {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9"}  # nothing listens on port 9
+    if "--workload" not in args:
+        args = [*args, "--", sys.executable, str(JOBS / "watched_loop.py")]
+    done = subprocess.run([*SPOTSIM, "run", *args, "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("spotsim: error:"), done.stderr
+
+
+def test_malformed_trace_is_refused(tmp_path):
+    trace = tmp_path / "bad.json"
+    for content in ["not json", '{"metadata": {}, "data": [1, 0]}', '{"metadata": {"gap_seconds": 30}, "data": [0, 0]}']:
+        trace.write_text(content)
+        done = subprocess.run(
+            [*SPOTSIM, "run", "--interval", "60", "--schedule", f"trace:{trace}", "--out", str(tmp_path / "o"),
+             "--", sys.executable, "-c", "pass"], capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2 and done.stderr.startswith("spotsim: error: trace"), done.stderr
