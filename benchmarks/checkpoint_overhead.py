@@ -193,10 +193,9 @@ def timed(action: Callable[[], object]) -> tuple[float, object]:
 
 
 def measure_floor(bench: Bench, backend: str, name: str, state: dict) -> dict[str, float]:
-    seconds, copy = timed(lambda: {k: v.clone() for k, v in state.items()})
+    seconds, snapshot = timed(lambda: {k: v.clone() for k, v in state.items()})
     # The same copy into memory already touched, as a training loop's second snapshot can do.
-    reused, _ = timed(lambda: [copy[k].copy_(v) for k, v in state.items()])
-    del copy
+    reused, _ = timed(lambda: [snapshot[k].copy_(v) for k, v in state.items()])
     return {"blocking_s": seconds, "reused_blocking_s": reused}
 
 

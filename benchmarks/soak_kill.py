@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import statistics
 import sys
@@ -58,8 +59,13 @@ def main() -> int:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    env = {"python": platform.python_version(), "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
-           "command": " ".join(["python", "benchmarks/soak_kill.py", *sys.argv[1:]]), "finished": time.ctime()}  # fmt: skip
+    env = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "command": " ".join(["python", "benchmarks/soak_kill.py", *sys.argv[1:]]),
+        "finished": time.ctime(),
+    }
     (args.out / "soak_kill_env.json").write_text(json.dumps(env, indent=2) + "\n")
     print(f"all {sum(r['kills'] for r in rows)} kills survived; wrote {args.out / 'soak_kill.csv'}")
     return 0

@@ -274,7 +274,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 def print_summary(summary: pd.DataFrame) -> None:
     print("\nmedian MiB/s per size and direction (ratio = spotsim / plain)")
-    print(f"{'size_mib':>8}  {'dir':<3}  {'spotsim':>9}  {'plain':>9}  {'ratio':>6}  {'composite':>9}  {'local-copy':>10}")
+    print(
+        f"{'size_mib':>8}  {'dir':<3}  {'spotsim':>9}  {'plain':>9}  {'ratio':>6}  {'composite':>9}  {'local-copy':>10}"
+    )
     for s in summary.itertuples():
         print(
             f"{s.size_mib:>8}  {s.direction:<3}  {s.spotsim_mib_per_s:9.1f}  {s.plain_mib_per_s:9.1f}  "

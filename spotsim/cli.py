@@ -24,7 +24,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-emulator_app = typer.Typer(help="Run the embedded GCS emulator (fake-gcs-server) in the background.", no_args_is_help=True)
+emulator_app = typer.Typer(
+    help="Run the embedded GCS emulator (fake-gcs-server) in the background.", no_args_is_help=True
+)
 app.add_typer(emulator_app, name="emulator")
 
 console = Console()
@@ -80,17 +82,25 @@ def demo(
 def run(
     ctx: typer.Context,
     workload: Optional[str] = typer.Option(None, help="Built-in workload [default: torch-cnn]; or give -- CMD ARGS…"),
-    steps: Optional[int] = typer.Option(None, help="Total steps of the built-in workload (also sizes the progress bar)."),
+    steps: Optional[int] = typer.Option(
+        None, help="Total steps of the built-in workload (also sizes the progress bar)."
+    ),
     interval: Optional[str] = typer.Option(None, help="Checkpoint interval, simulated (90, 90s, 5m, 1h)."),
-    interval_steps: Optional[int] = typer.Option(None, help="Checkpoint every N steps (with or instead of --interval)."),
+    interval_steps: Optional[int] = typer.Option(
+        None, help="Checkpoint every N steps (with or instead of --interval)."
+    ),
     preempt_rate: float = typer.Option(0.0, help="Mean preemptions per hour of VM uptime (λ)."),
     schedule: str = typer.Option("poisson", help="poisson | weibull:SHAPE | fixed:T1,T2,… | trace:FILE"),
     trace_invert: bool = typer.Option(False, help="Read trace values as 1 = preempted, 0 = running."),
-    kill: str = typer.Option("sigterm", help="sigterm (notice, grace, SIGKILL) | sigkill | mixed:P (P = SIGKILL share)."),
+    kill: str = typer.Option(
+        "sigterm", help="sigterm (notice, grace, SIGKILL) | sigkill | mixed:P (P = SIGKILL share)."
+    ),
     grace: str = typer.Option("30s", help="Time from SIGTERM to SIGKILL, simulated (GCP Spot: 30 s, AWS: 120 s)."),
     restart_delay: str = typer.Option("0", help="Time to get a new VM after a preemption, simulated (billed)."),
     time_scale: float = typer.Option(1.0, help="K: one real second stands for K simulated seconds."),
-    bucket: Optional[str] = typer.Option(None, help="Checkpoint here (gs://… or file:///…) instead of the embedded emulator."),
+    bucket: Optional[str] = typer.Option(
+        None, help="Checkpoint here (gs://… or file:///…) instead of the embedded emulator."
+    ),
     seed: int = typer.Option(0, help="Seed of the preemption draws."),
     max_preemptions: Optional[int] = typer.Option(None, help="Stop preempting after N preemptions."),
     max_crashes: int = typer.Option(3, help="Give up after N crashes (exits the harness did not cause)."),
@@ -100,7 +110,7 @@ def run(
 ) -> None:
     """Run a training job under preemptions; measure lost work, overheads and the projected spot bill."""
     from spotsim.cost import load_prices
-    from spotsim.harness import KillMode, RunConfig, parse_duration, parse_schedule, run_live
+    from spotsim.harness import KillMode, RunConfig, parse_duration, parse_schedule
     from spotsim.workloads import command as command_for
 
     chosen = load_prices(prices).machine(machine)
@@ -152,21 +162,41 @@ def _run_with_progress(config, machine, bucket, total_steps):
         return run_live(config, machine, bucket=bucket, on_progress=show)
 
 
+def _grace_verdict(preemption: dict) -> str:
+    if not preemption["emergency_checkpoint"]:
+        return "no emergency checkpoint"
+    saved = f"emergency checkpoint after {preemption['emergency_after_s']:.1f} s"
+    if not preemption["emergency_in_grace"]:
+        return f"{saved}: NOT inside the grace period"
+    return f"{saved}: inside the grace period" + ("" if preemption["exited_in_grace"] else ", but exit was late")
+
+
 def _print_summary(summary: dict, out: Path) -> None:
     from rich.table import Table
 
     k = summary["time_scale"]
-    table = Table(title=f"spotsim run — {'completed' if summary['completed'] else 'NOT completed'} (time scale K = {k:g})")
+    table = Table(
+        title=f"spotsim run — {'completed' if summary['completed'] else 'NOT completed'} (time scale K = {k:g})"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     rows = [
         ("final step", f"{summary['final_step']}"),
-        ("attempts / preemptions / crashes", f"{summary['attempts']} / {summary['preemptions']} / {summary['crashes']}"),
+        (
+            "attempts / preemptions / crashes",
+            f"{summary['attempts']} / {summary['preemptions']} / {summary['crashes']}",
+        ),
         ("lost steps (lost time, simulated)", f"{summary['lost_steps']} ({summary['lost_time_s']:.1f} s)"),
-        ("steps computed = final + lost", f"{summary['steps_computed']} {'✓' if summary['identity_holds'] else '✗ MISMATCH'}"),
+        (
+            "steps computed = final + lost",
+            f"{summary['steps_computed']} {'✓' if summary['identity_holds'] else '✗ MISMATCH'}",
+        ),
         ("checkpoints (blocking, simulated)", f"{summary['checkpoints']} ({summary['checkpoint_blocking_s']:.2f} s)"),
         ("checkpoint overhead", f"{summary['checkpoint_overhead']:.2%}"),
-        ("restart overhead R (simulated)", "—" if summary["restart_overhead_s"] is None else f"{summary['restart_overhead_s']:.1f} s"),
+        (
+            "restart overhead R (simulated)",
+            "—" if summary["restart_overhead_s"] is None else f"{summary['restart_overhead_s']:.1f} s",
+        ),
         ("wall (real) / simulated hours", f"{summary['wall_s']:.1f} s / {summary['sim_hours']:.3f} h"),
         (f"spot cost ({summary['machine']})", f"${summary['spot_cost_usd']:.4f}"),
         ("on-demand cost, uninterrupted", f"${summary['on_demand_cost_usd']:.4f}"),
@@ -174,8 +204,8 @@ def _print_summary(summary: dict, out: Path) -> None:
     ]
     for preemption in summary["interruptions"]:
         if "emergency_in_grace" in preemption:
-            verdict = "saved inside the grace period" if preemption["emergency_in_grace"] else "NOT saved inside the grace period"
-            rows.append((f"attempt {preemption['attempt']} SIGTERM", verdict))
+            rows.append((f"attempt {preemption['attempt']} SIGTERM", _grace_verdict(preemption)))
+    rows += [("[red]anomaly[/red]", text) for text in summary["anomalies"]]
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)

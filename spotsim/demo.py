@@ -78,7 +78,9 @@ def _commit_race(console: Console, table: Table, store) -> None:
     writers = 16
     with console.status(f"{writers} writers racing to create one commit object…"):
         with ThreadPoolExecutor(writers) as pool:
-            won = list(pool.map(lambda i: store.create_if_absent("demo/COMMIT", f"writer {i}".encode()), range(writers)))
+            won = list(
+                pool.map(lambda i: store.create_if_absent("demo/COMMIT", f"writer {i}".encode()), range(writers))
+            )
     winner = won.index(True) if won.count(True) == 1 else None
     stored = store.get_bytes("demo/COMMIT").decode()
     ok = winner is not None and stored == f"writer {winner}"

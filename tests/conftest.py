@@ -34,7 +34,6 @@ def make_store(kind: str, tmp_path, emulator_url: str):
     return GCSStore("contract", prefix, endpoint=emulator_url, options=options)
 
 
-
 @pytest.fixture(params=BACKENDS)
 def store(request, tmp_path, emulator):
     with make_store(request.param, tmp_path, emulator.url) as s:

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from spotsim import CheckpointManager
 from spotsim.checkpoint.manifest import manifest_key, step_prefix
@@ -103,7 +110,9 @@ class CheckpointMachine(RuleBasedStateMachine):
 
 @pytest.mark.parametrize("backend", ["file", "gs"])
 def test_checkpoint_manager_state_machine(backend, tmp_path, emulator):
-    target = ((tmp_path / "machine").as_uri(), {}) if backend == "file" else ("gs://machine", {"endpoint": emulator.url})
+    target = (
+        ((tmp_path / "machine").as_uri(), {}) if backend == "file" else ("gs://machine", {"endpoint": emulator.url})
+    )
     machine = type(f"CheckpointMachine_{backend}", (CheckpointMachine,), {"target": target})
     run_state_machine_as_test(
         machine,

@@ -10,7 +10,6 @@ import os
 import uuid
 
 import pytest
-
 from torture import torture
 
 KILLS = int(os.environ.get("SPOTSIM_TORTURE_KILLS", "100"))
@@ -26,4 +25,5 @@ def test_sigkill_at_random_instants_never_loses_or_mixes_state(backend, tmp_path
         uri, endpoint = f"gs://torture/{uuid.uuid4().hex[:10]}", emulator.url
     result = torture(uri, endpoint, kills=KILLS, size_mib=SIZE_MIB, seed=1234)
     assert result.kills == KILLS and result.resumes_checked == KILLS + 1
-    assert result.steps_committed > 0, "no save ever completed: the kills were all too early to test anything"
+    # Kills spread over save cycles, not bunched before the first save: about one commit per kill.
+    assert result.steps_committed >= KILLS // 5, f"only {result.steps_committed} commits in {KILLS} kills"

@@ -18,7 +18,9 @@ def test_bytes_corrupted_in_the_bucket_are_detected(emulator):
         # Flip one byte behind the emulator's back; its recorded crc32c stays.
         # (fake-gcs-server versions lay objects out as nested or escaped paths.)
         bucket_dir = emulator.root / "integrity"
-        path = next(p for p in bucket_dir.rglob("*") if p.is_file() and p.name in ("model", quote("run/model", safe="")))
+        path = next(
+            p for p in bucket_dir.rglob("*") if p.is_file() and p.name in ("model", quote("run/model", safe=""))
+        )
         with open(path, "r+b") as f:
             f.seek(2 * MiB + 5)
             byte = f.read(1)

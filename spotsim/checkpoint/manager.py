@@ -258,7 +258,9 @@ class CheckpointManager:
 
     def steps(self) -> list[int]:
         """Steps that have a committed manifest, oldest first (payloads not yet verified)."""
-        return sorted({s for k in self.store.list("step-") if (s := step_of(k)) is not None and k.endswith(MANIFEST_NAME)})
+        return sorted(
+            {s for k in self.store.list("step-") if (s := step_of(k)) is not None and k.endswith(MANIFEST_NAME)}
+        )
 
     def restore_latest(self) -> Restored | None:
         """Restore the newest checkpoint that verifies, falling back past broken ones.
@@ -323,7 +325,9 @@ class CheckpointManager:
 def _check_options(keep: int, interval_s: float | None, interval_steps: int | None, layout: str) -> None:
     if not isinstance(keep, int) or keep < 1:
         raise ValueError(f"keep must be a whole number ≥ 1, got {keep!r}")
-    if interval_s is not None and not (isinstance(interval_s, (int, float)) and math.isfinite(interval_s) and interval_s > 0):
+    if interval_s is not None and not (
+        isinstance(interval_s, (int, float)) and math.isfinite(interval_s) and interval_s > 0
+    ):
         raise ValueError(f"interval_s must be a positive number of seconds, got {interval_s!r}")
     if interval_steps is not None and not (isinstance(interval_steps, int) and interval_steps >= 1):
         raise ValueError(f"interval_steps must be a whole number ≥ 1, got {interval_steps!r}")

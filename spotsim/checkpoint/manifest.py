@@ -115,6 +115,12 @@ def _object_name(name: str) -> str:
 
 def _entry(value) -> ObjectEntry:
     size, crc = _typed(value, dict)["size"], value["crc32c"]
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(crc, str) or not _CRC.match(crc):
+    if (
+        not isinstance(size, int)
+        or isinstance(size, bool)
+        or size < 0
+        or not isinstance(crc, str)
+        or not _CRC.match(crc)
+    ):
         raise ValueError(f"bad object entry {str(value)[:60]}")
     return ObjectEntry(size, crc)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from spotsim.errors import CorruptCheckpoint
+from spotsim.storage.base import empty_buffer
 
 ALIGN = 64  # array offsets inside a shard, so restored arrays are aligned views
 FORMAT = "spotsim-state/1"
@@ -159,8 +160,7 @@ class _Spare:
         for i, buffer in enumerate(self.free):
             if len(buffer) == size and not buffer.readonly:
                 return self.free.pop(i)
-        # Not bytearray(size): its zero-fill is a wasted pass over memory the copy overwrites.
-        return memoryview(np.empty(size, dtype=np.uint8))
+        return empty_buffer(size)
 
 
 def _zero_padding(shards: list[memoryview], layout: list[tuple[int, int, int]]) -> None:

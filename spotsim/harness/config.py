@@ -70,10 +70,19 @@ class RunConfig:
             raise InvalidOption("no training command: give --workload NAME or -- CMD ARGS…")
         if self.interval_s is None and self.interval_steps is None:
             raise InvalidOption("give a checkpoint interval: --interval SECONDS and/or --interval-steps N")
-        _check(self.interval_s is None or _positive(self.interval_s), f"--interval must be > 0 seconds, got {self.interval_s}")
-        _check(self.interval_steps is None or self.interval_steps >= 1, f"--interval-steps must be ≥ 1, got {self.interval_steps}")
+        _check(
+            self.interval_s is None or _positive(self.interval_s),
+            f"--interval must be > 0 seconds, got {self.interval_s}",
+        )
+        _check(
+            self.interval_steps is None or self.interval_steps >= 1,
+            f"--interval-steps must be ≥ 1, got {self.interval_steps}",
+        )
         _check(_positive(self.grace_s) or self.grace_s == 0, f"--grace must be ≥ 0 seconds, got {self.grace_s}")
-        _check(_positive(self.restart_delay_s) or self.restart_delay_s == 0, f"--restart-delay must be ≥ 0, got {self.restart_delay_s}")
+        _check(
+            _positive(self.restart_delay_s) or self.restart_delay_s == 0,
+            f"--restart-delay must be ≥ 0, got {self.restart_delay_s}",
+        )
         _check(_positive(self.time_scale), f"--time-scale must be > 0, got {self.time_scale}")
         _check(self.max_preemptions is None or self.max_preemptions >= 0, "--max-preemptions must be ≥ 0")
         _check(self.max_crashes >= 0, f"--max-crashes must be ≥ 0, got {self.max_crashes}")

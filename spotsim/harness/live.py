@@ -30,7 +30,11 @@ class RunOutcome:
 
 
 def run_live(
-    config: RunConfig, machine: Machine, *, bucket: str | None = None, on_progress: Callable[[Progress], None] = lambda p: None
+    config: RunConfig,
+    machine: Machine,
+    *,
+    bucket: str | None = None,
+    on_progress: Callable[[Progress], None] = lambda p: None,
 ) -> RunOutcome:
     """Run ``config`` against ``bucket`` (default: a fresh prefix on the embedded emulator) and write
     ``events.jsonl``, ``summary.json`` and ``timeline.png`` under ``config.out``."""

@@ -104,7 +104,9 @@ class AttemptRecord:
 
     @property
     def last_step(self) -> int:
-        return max([self.first_step] + [s for _, s in self.steps])
+        """The highest step this attempt reported (step, checkpoint and done events all report one)."""
+        reported = [s for _, s in self.steps] + [c["step"] for c in self.checkpoints if isinstance(c.get("step"), int)]
+        return max([self.first_step, *reported, *([self.done_step] if isinstance(self.done_step, int) else [])])
 
     @property
     def first_progress_t(self) -> float | None:

@@ -63,7 +63,9 @@ class AttemptEnd:
 class LiveRun:
     """One ``spotsim run``: attempts, preemptions and the run log, driven by a :class:`RunConfig`."""
 
-    def __init__(self, config: RunConfig, env: dict[str, str], *, on_progress: Callable[[Progress], None] = lambda p: None):
+    def __init__(
+        self, config: RunConfig, env: dict[str, str], *, on_progress: Callable[[Progress], None] = lambda p: None
+    ):
         self.config, self.base_env, self.on_progress = config, env, on_progress
         self.run_id = uuid.uuid4().hex[:12]
         self.events_path = config.out / "events.jsonl"
@@ -78,7 +80,9 @@ class LiveRun:
     def run(self) -> list[AttemptEnd]:
         """Run until done, a crash loop, or Ctrl-C (which ends the current attempt and returns)."""
         (self.config.out / "attempts").mkdir(parents=True, exist_ok=True)
-        self.run_log.emit("run", run_id=self.run_id, command=list(self.config.command), time_scale=self.config.time_scale)
+        self.run_log.emit(
+            "run", run_id=self.run_id, command=list(self.config.command), time_scale=self.config.time_scale
+        )
         attempt = 0
         try:
             while True:
@@ -101,7 +105,9 @@ class LiveRun:
     def _attempt(self, attempt: int) -> AttemptEnd:
         lifetime = self._draw_lifetime(attempt)
         self.progress.attempt, self.progress.state = attempt, "running"
-        self.run_log.emit("launch", attempt=attempt, preempt_at_s=lifetime.uptime_s, capacity_wait_s=lifetime.capacity_wait_s)
+        self.run_log.emit(
+            "launch", attempt=attempt, preempt_at_s=lifetime.uptime_s, capacity_wait_s=lifetime.capacity_wait_s
+        )
         stdout = open(self.config.out / "attempts" / f"attempt-{attempt}.stdout", "wb")
         stderr_path = self.config.out / "attempts" / f"attempt-{attempt}.stderr"
         with stdout, open(stderr_path, "wb") as stderr:

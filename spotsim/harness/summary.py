@@ -20,14 +20,16 @@ from spotsim.harness.runlog import AttemptRecord
 
 def summarize(attempts: list[AttemptRecord], config: RunConfig, machine: Machine, *, wall_s: float) -> dict:
     k = config.time_scale
-    interruptions = [_interruption(a, attempts[i + 1] if i + 1 < len(attempts) else None) for i, a in enumerate(attempts)]
-    interruptions = [x for x in interruptions if x is not None]
+    grace_real_s = config.grace_s / k
+    interruptions = [
+        x for i, a in enumerate(attempts) if (x := _interruption(a, _next_started(attempts, i), grace_real_s))
+    ]
     preemptions = [x for x in interruptions if x["cause"] == "preempted"]
     lost_steps = sum(x["lost_steps"] for x in interruptions if x["lost_steps"] is not None)
     step_time = _step_time_s(attempts)
     completed = bool(attempts) and attempts[-1].cause == "done"
-    final_step = attempts[-1].done_step if completed else (attempts[-1].last_step if attempts else 0)
-    steps_computed = sum(a.last_step - a.first_step for a in attempts)
+    final_step = attempts[-1].done_step if completed else max((a.last_step for a in attempts if a.started), default=0)
+    steps_computed = sum(a.last_step - a.first_step for a in attempts if a.started)
     restarts = [r for a in attempts[1:] if (r := _restart_overhead(a)) is not None]
     checkpoints = [c for a in attempts for c in a.checkpoints]
     blocking_real = sum(float(c.get("blocking_s", 0.0)) for c in checkpoints)
@@ -53,6 +55,7 @@ def summarize(attempts: list[AttemptRecord], config: RunConfig, machine: Machine
         "lost_time_s": lost_time_real * k,
         "steps_computed": steps_computed,
         "identity_holds": steps_computed == final_step + lost_steps,
+        "anomalies": _anomalies(attempts, interruptions),
         "checkpoints": len(checkpoints),
         "checkpoint_blocking_s": blocking_real * k,
         "checkpoint_persist_s": sum(float(c.get("persist_s", 0.0)) for c in checkpoints) * k,
@@ -74,11 +77,21 @@ def summarize(attempts: list[AttemptRecord], config: RunConfig, machine: Machine
     }
 
 
-def _interruption(attempt: AttemptRecord, following: AttemptRecord | None) -> dict | None:
-    """One preemption or crash: what it cost, and for SIGTERM whether the emergency save made it."""
+def _next_started(attempts: list[AttemptRecord], i: int) -> AttemptRecord | None:
+    """The first attempt after ``i`` that got as far as its ``start`` event."""
+    return next((a for a in attempts[i + 1 :] if a.started), None)
+
+
+def _interruption(attempt: AttemptRecord, following: AttemptRecord | None, grace_real_s: float) -> dict | None:
+    """One preemption or crash: what it cost, and for SIGTERM whether the emergency save made it.
+
+    An attempt killed before its ``start`` event restored nothing and computed
+    nothing: it loses 0 steps, and the attempt before it is charged against the
+    next attempt that did start.
+    """
     if attempt.cause not in ("preempted", "crash"):
         return None
-    resumed = following.first_step if following is not None and following.started else None
+    resumed = following.first_step if following is not None else None
     notice = attempt.signals[0] if attempt.signals else None
     record = {
         "attempt": attempt.attempt,
@@ -87,15 +100,31 @@ def _interruption(attempt: AttemptRecord, following: AttemptRecord | None) -> di
         "signals": [name for _, name in attempt.signals],
         "last_step": attempt.last_step,
         "resumed_step": resumed,
-        "lost_steps": attempt.last_step - resumed if resumed is not None else None,
+        "started": attempt.started,
+        "lost_steps": (attempt.last_step - resumed if attempt.started else 0) if resumed is not None else None,
         "notice_to_exit_s": attempt.exit_t - notice[0] if notice and attempt.exit_t else None,
     }
     if notice and notice[1] == "SIGTERM":
-        emergency = [c for c in attempt.checkpoints if c.get("kind") == "emergency" and c["t"] >= notice[0]]
+        emergency = [
+            c["t"] - notice[0] for c in attempt.checkpoints if c.get("kind") == "emergency" and c["t"] >= notice[0]
+        ]
         record["emergency_checkpoint"] = bool(emergency)
-        # Inside the grace period: saved, and the job left on its own before the SIGKILL came.
-        record["emergency_in_grace"] = bool(emergency) and "SIGKILL" not in record["signals"]
+        # The question for a fixed grace window: was the emergency checkpoint committed before the SIGKILL?
+        record["emergency_in_grace"] = bool(emergency) and emergency[0] <= grace_real_s
+        record["emergency_after_s"] = emergency[0] if emergency else None
+        record["exited_in_grace"] = "SIGKILL" not in record["signals"]
     return record
+
+
+def _anomalies(attempts: list[AttemptRecord], interruptions: list[dict]) -> list[str]:
+    """Reports that contradict each other: the job's events cannot be trusted where these appear."""
+    found = [
+        f"attempt {x['attempt']} reported step {x['last_step']} but the next attempt resumed from {x['resumed_step']}"
+        for x in interruptions if x["lost_steps"] is not None and x["lost_steps"] < 0
+    ]  # fmt: skip
+    if attempts and attempts[0].started and attempts[0].first_step != 0:
+        found.append(f"the first attempt resumed from step {attempts[0].first_step}: the bucket held an older run")
+    return found
 
 
 def _restart_overhead(attempt: AttemptRecord) -> float | None:
@@ -116,9 +145,10 @@ def _step_time_s(attempts: list[AttemptRecord]) -> float | None:
 
 
 def _scaled(record: dict, k: float) -> dict:
-    if record.get("notice_to_exit_s") is not None:
-        record = record | {"notice_to_exit_s": record["notice_to_exit_s"] * k}
-    return record
+    """Real seconds to simulated ones."""
+    return record | {
+        key: record[key] * k for key in ("notice_to_exit_s", "emergency_after_s") if record.get(key) is not None
+    }
 
 
 def _settings(config: RunConfig) -> dict:

@@ -42,7 +42,9 @@ def plot_timeline(attempts: list[AttemptRecord], path: Path, *, time_scale: floa
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", ncol=2)
-    fig.text(0.01, 0.01, "dots: checkpoints · red solid: SIGKILL · red dotted: SIGTERM · shaded: lost steps", fontsize=7)
+    fig.text(
+        0.01, 0.01, "dots: checkpoints · red solid: SIGKILL · red dotted: SIGTERM · shaded: lost steps", fontsize=7
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

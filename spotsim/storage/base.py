@@ -12,11 +12,15 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+
 from spotsim.errors import InvalidKey
 
 # Object names whose segment starts with this belong to spotsim itself
 # (temporary files, upload parts): never listed, never accepted as user keys.
 RESERVED_PREFIX = ".spotsim-"
+
+
 MAX_KEY_BYTES = 1024  # GCS's own limit on object names, applied to every backend
 
 
@@ -38,8 +42,7 @@ def check_key(key: str) -> str:
     for segment in key.split("/"):
         if segment in ("", ".", ".."):
             raise InvalidKey(
-                f"key {key!r} has an empty, '.' or '..' segment; keys are relative paths "
-                "that stay inside the store"
+                f"key {key!r} has an empty, '.' or '..' segment; keys are relative paths that stay inside the store"
             )
         if segment.startswith(RESERVED_PREFIX):
             raise InvalidKey(f"key {key!r} uses the reserved name prefix {RESERVED_PREFIX!r}")
@@ -88,8 +91,12 @@ class Store(ABC):
         """Return the object's bytes; raise ``ObjectNotFound`` if there is none."""
         return self._get_bytes(check_key(key))
 
-    def get_buffer(self, key: str) -> bytearray:
-        """Like :meth:`get_bytes`, as a mutable buffer (no extra copy; arrays can view it)."""
+    def get_buffer(self, key: str) -> memoryview:
+        """Like :meth:`get_bytes`, as a writable buffer that arrays can view without a copy.
+
+        Large objects land in uninitialised memory: zero-filling it first would
+        be a wasted pass over every byte the download then writes.
+        """
         return self._get_buffer(check_key(key))
 
     def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
@@ -130,8 +137,8 @@ class Store(ABC):
 
     # -- primitives each backend implements --------------------------------
 
-    def _get_buffer(self, key: str) -> bytearray:
-        return bytearray(self._get_bytes(key))
+    def _get_buffer(self, key: str) -> memoryview:
+        return memoryview(bytearray(self._get_bytes(key)))
 
     @abstractmethod
     def _put_bytes(self, key: str, data: memoryview) -> None: ...
@@ -156,3 +163,9 @@ class Store(ABC):
 
     @abstractmethod
     def _create_if_absent(self, key: str, data: memoryview) -> bool: ...
+
+
+def empty_buffer(size: int) -> memoryview:
+    """A writable buffer of ``size`` bytes, not zero-filled: a zero-fill is a wasted pass over
+    memory that a download or snapshot overwrites anyway."""
+    return memoryview(np.empty(size, dtype=np.uint8))

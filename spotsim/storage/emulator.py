@@ -59,7 +59,9 @@ def binary_path() -> Path:
     for candidate in bins:
         if f"-{os.uname().sysname.lower()}-{arch}" in candidate.name:
             return candidate
-    raise EmulatorError(f"no fake-gcs-server binary for {os.uname().sysname}/{os.uname().machine} in {wrapper.__file__}")
+    raise EmulatorError(
+        f"no fake-gcs-server binary for {os.uname().sysname}/{os.uname().machine} in {wrapper.__file__}"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -123,7 +125,9 @@ class FakeGcsServer:
             if port_was_free:
                 self.port = free_port()
             elif is_ready(self.url):
-                raise EmulatorError(f"port {self.port} is already serving another emulator; stop it or pick another port")
+                raise EmulatorError(
+                    f"port {self.port} is already serving another emulator; stop it or pick another port"
+                )
             self.process = self._spawn()
             try:
                 self._wait_ready()

@@ -46,7 +46,7 @@ from spotsim.errors import (
     StoreUnavailable,
 )
 from spotsim.storage import crc
-from spotsim.storage.base import RESERVED_PREFIX, Store
+from spotsim.storage.base import RESERVED_PREFIX, Store, empty_buffer
 from spotsim.storage.retry import OPEN_RETRY, TRANSFER_RETRY
 
 MiB = 1 << 20
@@ -213,7 +213,7 @@ class GCSStore(Store):
         return self._download(self._name(key), _BufferSink)
 
     @_translated
-    def _get_buffer(self, key: str) -> bytearray:
+    def _get_buffer(self, key: str) -> memoryview:
         return self._download(self._name(key), lambda size: _BufferSink(size, as_bytes=False))
 
     @_translated
@@ -295,7 +295,7 @@ class GCSStore(Store):
         send = TRANSFER_RETRY(self._media_upload)
 
         def send_part(i: int) -> None:
-            with data[ranges[i][0]:ranges[i][1]] as piece:
+            with data[ranges[i][0] : ranges[i][1]] as piece:
                 send(part_names[i], piece)
 
         try:
@@ -458,7 +458,7 @@ class _BufferSink:
     """Download sink: an in-memory buffer, returned as bytes."""
 
     def __init__(self, size: int, *, as_bytes: bool = True) -> None:
-        self._buffer = bytearray(size)
+        self._buffer = bytearray(size) if as_bytes else empty_buffer(size)
         self._as_bytes = as_bytes
 
     def __enter__(self) -> _BufferSink:
@@ -470,7 +470,7 @@ class _BufferSink:
     def write(self, offset: int, chunk: memoryview) -> None:
         self._buffer[offset : offset + len(chunk)] = chunk
 
-    def result(self) -> bytes | bytearray:
+    def result(self) -> bytes | memoryview:
         return bytes(self._buffer) if self._as_bytes else self._buffer
 
 

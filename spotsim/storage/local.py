@@ -9,6 +9,7 @@ The directory is fsynced too, so a visible object survives a power cut.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import shutil
 import time
@@ -17,7 +18,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from spotsim.errors import InvalidKey, InvalidURI, ObjectNotFound, StoreError
-from spotsim.storage.base import RESERVED_PREFIX, Store
+from spotsim.storage.base import RESERVED_PREFIX, Store, empty_buffer
+
+MAP_FROM_BYTES = 1 << 20  # smaller objects are read: a mapping costs more than it saves
 
 _COPY_BLOCK = 8 << 20
 
@@ -44,9 +47,7 @@ class FileStore(Store):
     def from_uri(cls, uri: str) -> FileStore:
         parts = urlsplit(uri)
         if parts.netloc not in ("", "localhost"):
-            raise InvalidURI(
-                f"file store URI {uri!r} is not absolute: write file:///abs/dir (three slashes)"
-            )
+            raise InvalidURI(f"file store URI {uri!r} is not absolute: write file:///abs/dir (three slashes)")
         if not parts.path.startswith("/"):
             raise InvalidURI(f"file store URI {uri!r} has no absolute path: write file:///abs/dir")
         if parts.query or parts.fragment:
@@ -72,10 +73,16 @@ class FileStore(Store):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
             raise ObjectNotFound(f"no object {key!r} in {self.uri}") from e
 
-    def _get_buffer(self, key: str) -> bytearray:
+    def _get_buffer(self, key: str) -> memoryview:
         try:
             with open(self._path(key), "rb") as f:
-                buffer = bytearray(os.fstat(f.fileno()).st_size)
+                size = os.fstat(f.fileno()).st_size
+                if size >= MAP_FROM_BYTES:
+                    # A private mapping: pages come straight from the page cache, no copy
+                    # unless written to (then only that page, never the file). Objects
+                    # are replaced by rename, never rewritten in place, so it stays valid.
+                    return memoryview(mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE))
+                buffer = empty_buffer(size)
                 if f.readinto(buffer) != len(buffer):
                     raise StoreError(f"object {key!r} in {self.uri} changed size while being read")
                 return buffer
@@ -123,6 +130,7 @@ class FileStore(Store):
                 raise ObjectNotFound(f"no object {key!r} in {self.uri}") from e
         else:
             _fsync_dir(self._path(key).parent)
+            self._prune_empty_dirs(self._path(key).parent)
 
     def _create_if_absent(self, key: str, data: memoryview) -> bool:
         target = self._path(key)
@@ -164,15 +172,31 @@ class FileStore(Store):
             raise InvalidKey(f"key {key!r} resolves outside the store root {self.root}")
         return path
 
+    def _prune_empty_dirs(self, directory: Path) -> None:
+        """Remove directories a delete left empty, up to the root: keys are flat names, so
+        an empty directory is no object at all."""
+        while directory != self.root and directory.is_relative_to(self.root):
+            try:
+                directory.rmdir()
+            except OSError:
+                return  # not empty (or already gone): stop here
+            directory = directory.parent
+
     def _write_temp(self, directory: Path, write) -> Path:
         """Write a complete, fsynced temporary file in ``directory`` and return its path."""
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as e:
-            raise InvalidKey(f"a parent of {directory} in {self.uri} is an object, not a directory") from e
         tmp = directory / f"{RESERVED_PREFIX}tmp-{uuid.uuid4().hex}"
+        for attempt in range(3):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                f = open(tmp, "xb")
+                break
+            except (FileExistsError, NotADirectoryError) as e:
+                raise InvalidKey(f"a parent of {directory} in {self.uri} is an object, not a directory") from e
+            except FileNotFoundError:
+                if attempt == 2:  # a concurrent delete pruned the fresh directory each time
+                    raise
         try:
-            with open(tmp, "xb") as f:
+            with f:
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())

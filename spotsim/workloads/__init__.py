@@ -39,7 +39,7 @@ WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
         Workload("torch-cnn", "spotsim.workloads.torch_cnn", "torch",
-                 "2-conv CNN (the seeds' CIFAR net) on scikit-learn's 8x8 digits, Adam; ~20-40 s"),
+                 "2-conv CNN (the seeds' CIFAR net) on scikit-learn's 8x8 digits, Adam; ~30 s"),
         Workload("torch-mlp", "spotsim.workloads.torch_mlp", "torch",
                  "MLP on synthetic data; --hidden/--layers/--checkpoint-mib set the checkpoint size (10 MiB-2 GiB)"),
         Workload("tf-cnn", "spotsim.workloads.tf_cnn", "tensorflow",

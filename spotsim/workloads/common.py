@@ -1,0 +1,257 @@
+"""What every reference workload shares: arguments, the contract's environment, the loop.
+
+A workload module supplies a :class:`Job` (its model, data and optimizer behind
+five methods) and calls :func:`main`, which runs the contract's structure:
+
+1. ``restore_latest()`` and load it into the job, or start fresh;
+2. per step: train; on a preemption notice save an ``emergency`` checkpoint and
+   exit 0; else save a periodic checkpoint when ``should_save`` says so;
+3. at the end: a ``final`` checkpoint, the model in ``$SPOTSIM_OUTPUT_DIR``,
+   then ``mark_done``.
+
+Expected failures (no ``SPOTSIM_CHECKPOINT_URI``, a checkpoint of another job)
+print one line on stderr and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from spotsim.checkpoint import CheckpointManager, PreemptionWatcher
+from spotsim.errors import CheckpointError, MissingDependency, SpotsimError
+
+log = logging.getLogger(__name__)
+
+INTERVAL_STEPS_ENV = "SPOTSIM_CHECKPOINT_INTERVAL_STEPS"
+OUTPUT_DIR_ENV = "SPOTSIM_OUTPUT_DIR"
+DIGITS_TRAIN_SIZE = 1500  # of scikit-learn's 1,797 digits; the other 297 are held out
+
+
+class Job(Protocol):
+    """The framework half of a workload: live training objects, one step at a time."""
+
+    steps_per_epoch: int
+
+    def train_step(self) -> float:
+        """Train one optimizer step on the next batch; return its loss."""
+
+    def state(self) -> Any:
+        """The checkpoint state of everything training depends on (weights, optimizer, data position, RNG)."""
+
+    def load(self, state: Any) -> None:
+        """Put a restored checkpoint state into the live objects."""
+
+    def write_outputs(self, out_dir: Path) -> None:
+        """Write the trained model into ``out_dir`` (atomically: no half-written model file)."""
+
+    def evaluate(self) -> float:
+        """Accuracy on held-out data, for the summary line."""
+
+
+# -- arguments -------------------------------------------------------------------
+
+
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{value} is not {bounds}")
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a non-negative number of seconds")
+    return value
+
+
+def parser(module: str, doc: str, *, steps: int, batch_size: int, max_batch_size: int) -> argparse.ArgumentParser:
+    """The arguments every workload takes; a module adds its own before parsing."""
+    p = argparse.ArgumentParser(
+        prog=f"python -m {module}", description=doc.strip().splitlines()[0],
+        epilog="Checkpoints go to $SPOTSIM_CHECKPOINT_URI (required); see spotsim's design.md for the contract.",
+    )  # fmt: skip
+    p.add_argument("--steps", type=int_in(1), default=steps, help=f"optimizer steps in all (default {steps})")
+    p.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of weights, data order and data")
+    p.add_argument("--batch-size", type=int_in(1, max_batch_size), default=batch_size,
+                   help=f"examples per step (default {batch_size})")  # fmt: skip
+    p.add_argument("--step-sleep", type=seconds, default=0.0, help="extra seconds of sleep per step (default 0)")
+    return p
+
+
+# -- data -------------------------------------------------------------------------
+
+
+def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The CNN workloads' data: (x_train, y_train, x_held_out, y_held_out), pixels in [0, 1], shape (n, 8, 8).
+
+    scikit-learn ships the digits inside its wheel: nothing is downloaded. The
+    file is read directly, as ``load_digits`` does, because importing scikit-learn
+    costs over a second, paid again by every attempt's restart. The split is
+    fixed (not drawn from ``--seed``), so every seed trains on the same digits.
+    """
+    table = np.loadtxt(_digits_file(), delimiter=",", dtype=np.float64)
+    images, target = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    order = np.random.RandomState(0).permutation(len(target))
+    x, y = (images[order] / 16.0).astype(np.float32), target[order]
+    n = DIGITS_TRAIN_SIZE
+    return x[:n], y[:n], x[n:], y[n:]
+
+
+def _digits_file() -> Path:
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependency("the digits data ships with scikit-learn: pip install 'spotsim[torch]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+
+
+# -- the contract's environment ---------------------------------------------------
+
+
+def open_manager(framework: str) -> CheckpointManager:
+    """A CheckpointManager configured from the contract's environment variables."""
+    kwargs: dict[str, Any] = {"framework": framework}
+    if text := os.environ.get(INTERVAL_STEPS_ENV):
+        try:
+            kwargs["interval_steps"] = int(text)
+        except ValueError:
+            raise CheckpointError(f"{INTERVAL_STEPS_ENV}={text!r} is not a whole number of steps") from None
+        if kwargs["interval_steps"] < 1:
+            raise CheckpointError(f"{INTERVAL_STEPS_ENV}={text!r} must be at least 1")
+    return CheckpointManager.from_env(**kwargs)
+
+
+def output_dir() -> Path | None:
+    return Path(path) if (path := os.environ.get(OUTPUT_DIR_ENV)) else None
+
+
+# -- the loop ---------------------------------------------------------------------
+
+
+def main(args: argparse.Namespace, build: Callable[[argparse.Namespace], Job], *, name: str, framework: str) -> int:
+    """Run a workload under the contract; return the process exit status."""
+    _configure_logging(name)
+    try:
+        with PreemptionWatcher() as watcher, open_manager(framework) as manager:
+            job = build(args)
+            return train(job, manager, watcher, args)
+    except SpotsimError as e:
+        print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def train(job: Job, manager: CheckpointManager, watcher: PreemptionWatcher, args: argparse.Namespace) -> int:
+    """Restore, train to ``args.steps`` (or to a preemption notice), finish; return the exit status."""
+    start = step = resume(job, manager, args.steps)
+    loss = math.nan
+    while step < args.steps:
+        loss = job.train_step()
+        step += 1
+        if args.step_sleep:
+            time.sleep(args.step_sleep)
+        if watcher.preempted:
+            manager.save(step, job.state(), kind="emergency", metadata=_metadata(job, step, loss))
+            log.warning("preemption notice (%s): saved an emergency checkpoint at step %d", watcher.reason, step)
+            return 0
+        # The last step gets the final checkpoint below instead of a periodic one.
+        if step < args.steps and manager.should_save(step):
+            manager.save(step, job.state(), metadata=_metadata(job, step, loss))
+    if step > start:
+        manager.save(step, job.state(), kind="final", metadata=_metadata(job, step, loss))
+    finish(job, manager, step, loss)
+    return 0
+
+
+def resume(job: Job, manager: CheckpointManager, steps: int) -> int:
+    """Load the newest usable checkpoint into ``job``; return its step (0 when starting fresh)."""
+    restored = manager.restore_latest()
+    if restored is None:
+        log.info("no checkpoint yet: starting at step 0")
+        return 0
+    if restored.step > steps:
+        raise CheckpointError(
+            f"the checkpoint at step {restored.step} is past --steps {steps}; use a new SPOTSIM_CHECKPOINT_URI"
+        )
+    try:
+        job.load(restored.state)
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:  # what torch/numpy raise on a mismatched state
+        raise CheckpointError(
+            f"the checkpoint at step {restored.step} does not fit this job (another workload or size?): {e}"
+        ) from e
+    log.info("resumed from the checkpoint at step %d", restored.step)
+    return restored.step
+
+
+def finish(job: Job, manager: CheckpointManager, step: int, loss: float) -> None:
+    """Write the model to the output directory (if any) and tell the harness the job is done."""
+    if (out := output_dir()) is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        job.write_outputs(out)
+    manager.mark_done(step)
+    trained = f", last loss {loss:.4f}" if math.isfinite(loss) else ""
+    print(f"done: step {step}{trained}, held-out accuracy {job.evaluate():.4f}", flush=True)
+
+
+def _metadata(job: Job, step: int, loss: float) -> dict[str, Any]:
+    return {"epoch": step // job.steps_per_epoch, "loss": loss}
+
+
+def exit_now(status: int) -> None:
+    """End the process at once, once everything is flushed and the checkpoints are closed.
+
+    The interpreter's own teardown with torch or TensorFlow loaded takes about a
+    second that does no work, yet counts against a preemption's grace period
+    and inflates every attempt's measured wall time.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(status)
+
+
+def _configure_logging(name: str) -> None:
+    run_id, attempt = os.environ.get("SPOTSIM_RUN_ID", "-"), os.environ.get("SPOTSIM_ATTEMPT", "0")
+    logging.basicConfig(
+        level=logging.WARNING, format=f"%(asctime)s {name} run={run_id} attempt={attempt} %(levelname)s %(message)s"
+    )
+    logging.getLogger("spotsim").setLevel(logging.INFO)  # ours; frameworks stay at WARNING
+
+
+def _one_line(error: BaseException, limit: int = 400) -> str:
+    """Errors from torch span many lines (one per mismatched tensor); the contract wants one clear line."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def atomic_path(final: Path, suffix: str = "") -> Path:
+    """A temporary sibling of ``final`` to write first and ``os.replace`` onto it (keeps ``suffix`` last)."""
+    return final.with_name(f".{final.name}.{os.getpid()}.partial{suffix}")
+
+
+__all__ = [
+    "Job", "atomic_path", "digits", "int_in", "main", "open_manager", "output_dir", "parser", "seconds", "train",
+]  # fmt: skip

@@ -1,0 +1,67 @@
+"""Run-log accounting on hand-written logs: lost work, the identity, restart overhead, cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spotsim.cost import load_prices
+from spotsim.harness import RunConfig, parse_schedule
+from spotsim.harness.runlog import split_attempts
+from spotsim.harness.summary import summarize
+
+CONFIG = RunConfig(command=("job",), out=Path("/tmp/unused"), schedule=parse_schedule("poisson", 1.0), interval_s=60)
+MACHINE = load_prices().machine("gcp-t4")
+
+
+def log(*attempts: list[tuple]) -> list[dict]:
+    """Events from compact tuples: (t, event, fields…) per attempt, with launch/exit around each."""
+    events = []
+    for i, (launch_t, exit_t, cause, body) in enumerate(attempts):
+        events.append({"t": launch_t, "event": "launch", "attempt": i, "preempt_at_s": None})
+        events += [{"t": t, "event": name, **fields} for t, name, fields in body]
+        events.append(
+            {"t": exit_t, "event": "exit", "attempt": i, "exit_code": 0 if cause == "done" else -9, "cause": cause}
+        )
+    return events
+
+
+def test_lost_work_identity_and_restart_overhead():
+    events = log(
+        (0.0, 10.0, "preempted", [(1, "start", {"attempt": 0, "resumed_step": None}), (2, "step", {"step": 10}),
+                                  (5, "checkpoint", {"step": 40, "kind": "periodic", "blocking_s": 0.5}),
+                                  (9, "step", {"step": 55}), (9.5, "signal", {"signal": "SIGKILL"})]),
+        (11.0, 20.0, "done", [(12, "start", {"attempt": 1, "resumed_step": 40}), (12, "step", {"step": 40}),
+                              (13.5, "step", {"step": 41}), (19, "step", {"step": 100}),
+                              (19.5, "done", {"step": 100})]),
+    )  # fmt: skip
+    summary = summarize(split_attempts(events), CONFIG, MACHINE, wall_s=20.0)
+    assert summary["completed"] and summary["final_step"] == 100 and summary["preemptions"] == 1
+    assert summary["lost_steps"] == 15 and summary["steps_computed"] == 55 + 60 and summary["identity_holds"]
+    assert summary["restart_overhead_s"] == pytest.approx(2.5)  # launch at 11, first step past 40 at 13.5
+    assert summary["checkpoints"] == 1 and summary["checkpoint_overhead"] == pytest.approx(0.5 / 20)
+    assert summary["spot_cost_usd"] < summary["on_demand_cost_usd"] * 20 / summary["uninterrupted_hours"] / 3600
+
+
+def test_an_attempt_killed_before_it_started_loses_nothing():
+    events = log(
+        (0.0, 5.0, "preempted", [(1, "start", {"attempt": 0, "resumed_step": None}),
+                                 (2, "checkpoint", {"step": 2, "kind": "periodic"}), (4, "step", {"step": 3})]),
+        (6.0, 6.05, "preempted", []),  # SIGTERM before Python got going: no events at all
+        (7.0, 9.0, "done", [(8, "start", {"attempt": 2, "resumed_step": 2}), (8.5, "step", {"step": 5}),
+                            (9, "done", {"step": 5})]),
+    )  # fmt: skip
+    summary = summarize(split_attempts(events), CONFIG, MACHINE, wall_s=9.0)
+    assert [x["lost_steps"] for x in summary["interruptions"]] == [1, 0]
+    assert summary["lost_steps"] == 1 and summary["identity_holds"] and summary["anomalies"] == []
+
+
+def test_a_job_resuming_ahead_of_what_it_reported_is_an_anomaly():
+    events = log(
+        (0.0, 5.0, "preempted", [(1, "start", {"attempt": 0, "resumed_step": None}), (4, "step", {"step": 3})]),
+        (6.0, 9.0, "done", [(7, "start", {"attempt": 1, "resumed_step": 8}), (9, "done", {"step": 10})]),
+    )  # fmt: skip
+    summary = summarize(split_attempts(events), CONFIG, MACHINE, wall_s=9.0)
+    assert summary["lost_steps"] == -5
+    assert summary["anomalies"] == ["attempt 0 reported step 3 but the next attempt resumed from 8"]
