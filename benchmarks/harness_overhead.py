@@ -17,7 +17,7 @@ noise hits both alike:
 Writes ``reports/harness_overhead.csv`` (one row per measurement),
 ``reports/harness_overhead_summary.csv`` and ``reports/harness_overhead.png``.
 
-    python benchmarks/harness_overhead.py [--repeats 5] [--steps 1500]
+    python benchmarks/harness_overhead.py [--repeats 5] [--steps 4000] [--kill-at 8]
 """
 
 from __future__ import annotations
@@ -99,9 +99,9 @@ def one_repeat(root: Path, repeat: int, args: argparse.Namespace) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--interval-steps", type=int, default=100)
-    parser.add_argument("--kill-at", type=float, default=6.0, help="seconds of uptime before the SIGKILL")
+    parser.add_argument("--kill-at", type=float, default=8.0, help="seconds of uptime before the SIGKILL")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="spotsim-harness-bench-") as root:

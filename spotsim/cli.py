@@ -7,6 +7,7 @@ prints it as one line on stderr and exits 2, never with a traceback.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -123,6 +124,7 @@ def run(
         restart_delay_s=parse_duration(restart_delay, "--restart-delay"), time_scale=time_scale, seed=seed,
         max_preemptions=max_preemptions, max_crashes=max_crashes,
     )  # fmt: skip
+    signal.signal(signal.SIGTERM, _interrupt)  # a kill of the harness ends the job and the emulator too
     outcome = _run_with_progress(config, chosen, bucket, steps)
     _print_summary(outcome.summary, outcome.out)
     if outcome.interrupted:
@@ -130,6 +132,10 @@ def run(
     if outcome.crash is not None:
         console.print(f"[red]gave up after {outcome.summary['crashes']} crashes: {outcome.crash}[/red]")
         raise typer.Exit(1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _job_command(args: list[str], workload: str | None, steps: int | None, command_for) -> list[str]:
