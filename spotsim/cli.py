@@ -134,6 +134,70 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def verify(
+    ctx: typer.Context,
+    workload: Optional[str] = typer.Option(None, help="Built-in workload [default: torch-cnn]; or give -- CMD ARGS…"),
+    steps: Optional[int] = typer.Option(None, help="Total steps of the built-in workload."),
+    preemptions: int = typer.Option(3, help="Number of preempted-and-resumed runs compared with the reference."),
+    kills_per_run: int = typer.Option(2, help="Preemptions within each of those runs."),
+    kill: str = typer.Option("sigkill", help="sigkill | sigterm | mixed:P"),
+    interval_steps: int = typer.Option(100, help="Checkpoint every N steps (SPOTSIM_CHECKPOINT_INTERVAL_STEPS)."),
+    grace: str = typer.Option("30s", help="SIGTERM → SIGKILL window (real seconds here)."),
+    seed: int = typer.Option(0, help="Seed of the kill points."),
+    kill_steps: Optional[str] = typer.Option(None, help="Replay one run's kill points, e.g. 120,480 (from a verdict)."),
+    artifact: Optional[str] = typer.Option(
+        None, help="Compare this file under SPOTSIM_OUTPUT_DIR instead of the final checkpoint."
+    ),
+    bucket: Optional[str] = typer.Option(
+        None, help="gs://… or file:///… for the runs' checkpoints [default: embedded emulator]."
+    ),
+    out: Path = typer.Option(Path("spotsim-verify"), help="Keeps every run, its events, and verdict.json."),
+) -> None:
+    """Prove the job resumes bit-exactly: exit 0 if every preempted run matches the reference, 1 if not."""
+    from spotsim.cost import load_prices
+    from spotsim.harness import KillMode, parse_duration
+    from spotsim.harness.verify import VerifyConfig
+    from spotsim.harness.verify import verify as run_verify
+    from spotsim.workloads import command as command_for
+
+    config = VerifyConfig(
+        command=tuple(_job_command(ctx.args, workload, steps, command_for)), out=out.absolute(), runs=preemptions,
+        kills_per_run=kills_per_run, kill=KillMode.parse(kill), seed=seed, artifact=artifact, bucket=bucket,
+        interval_steps=interval_steps, grace_s=parse_duration(grace, "--grace"),
+        kill_plans=(_steps_list(kill_steps),) if kill_steps else (),
+    )  # fmt: skip
+    if interval_steps < 1:
+        raise InvalidOption(f"--interval-steps must be ≥ 1, got {interval_steps}")
+    signal.signal(signal.SIGTERM, _interrupt)
+    verdict = run_verify(
+        config, load_prices().machine(DEFAULT_MACHINE), on_run=lambda name: console.print(f"running {name}…")
+    )
+    for check in verdict.checks:
+        where = f"{check.name}: kills at steps {', '.join(map(str, check.kill_steps))} ({check.kill})"
+        if check.difference is None and not check.diagnosis:
+            console.print(f"[green]✓[/green] {where}: identical to the reference")
+            continue
+        what = check.difference.describe() if check.difference else "final result identical, but"
+        console.print(f"[red]✗[/red] {where}: {what}")
+        for note in check.diagnosis:
+            console.print(f"    {note}")
+    console.print(f"wrote {config.out / 'verdict.json'}")
+    if not verdict.ok:
+        console.print("[red]NOT resume-correct[/red]")
+        raise typer.Exit(1)
+    console.print(
+        f"[green]resume-correct[/green]: {len(verdict.checks)} preempted runs match the reference bit for bit"
+    )
+
+
+def _steps_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        raise InvalidOption(f"--kill-steps {text!r} is not a comma-separated list of steps") from None
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 

@@ -98,12 +98,14 @@ class CheckpointManager:
     @classmethod
     def from_env(cls, **kwargs: Any) -> CheckpointManager:
         """Configure from the harness contract: ``SPOTSIM_CHECKPOINT_URI``, ``…_INTERVAL`` (seconds),
-        ``…_INTERVAL_STEPS`` and ``SPOTSIM_EVENTS``; keyword arguments win over the environment."""
+        ``…_INTERVAL_STEPS``, ``…_KEEP`` (``spotsim verify`` keeps every checkpoint to locate a
+        divergence) and ``SPOTSIM_EVENTS``; keyword arguments win over the environment."""
         uri = os.environ.get("SPOTSIM_CHECKPOINT_URI")
         if not uri:
             raise CheckpointError("SPOTSIM_CHECKPOINT_URI is not set; pass a URI or run under `spotsim run`")
         for key, variable, kind in (("interval_s", "SPOTSIM_CHECKPOINT_INTERVAL", float),
-                                    ("interval_steps", "SPOTSIM_CHECKPOINT_INTERVAL_STEPS", int)):  # fmt: skip
+                                    ("interval_steps", "SPOTSIM_CHECKPOINT_INTERVAL_STEPS", int),
+                                    ("keep", "SPOTSIM_CHECKPOINT_KEEP", int)):  # fmt: skip
             if key not in kwargs and (value := os.environ.get(variable)):
                 try:
                     kwargs[key] = kind(value)

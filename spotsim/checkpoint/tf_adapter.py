@@ -24,6 +24,7 @@ import re
 import tempfile
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from spotsim.errors import CheckpointError, CorruptCheckpoint
@@ -185,3 +186,27 @@ def _read(path: str) -> bytes:
         raise CheckpointError(f"TensorFlow wrote {os.path.basename(path)!r}, which is not a plain file")
     with open(path, "rb") as f:
         return f.read()
+
+
+def checkpoint_tensors(state: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Every saved value of a TF checkpoint state, by its checkpoint key, as arrays.
+
+    The object-graph proto and the ``tf.data`` iterator's serialized state are
+    left out: they describe structure and buffers, and their bytes can differ
+    between two processes that hold the same values.
+    """
+    files, prefix = _checked_files(state)
+    with tempfile.TemporaryDirectory(prefix="spotsim-tf-") as scratch:
+        for name, data in files.items():
+            with open(os.path.join(scratch, name), "xb") as f:
+                f.write(data)
+        try:
+            reader = tf.train.load_checkpoint(os.path.join(scratch, prefix))
+        except tf.errors.OpError as e:
+            raise CorruptCheckpoint(f"TensorFlow cannot read the checkpoint: {e.message}") from e
+        keys = sorted(reader.get_variable_to_dtype_map())
+        return {
+            key: np.asarray(reader.get_tensor(key))
+            for key in keys
+            if key != "_CHECKPOINTABLE_OBJECT_GRAPH" and "/.ATTRIBUTES/" in key and not key.startswith("data/")
+        }

@@ -34,13 +34,17 @@ def run_live(
     machine: Machine,
     *,
     bucket: str | None = None,
+    bucket_env: dict[str, str] | None = None,
     on_progress: Callable[[Progress], None] = lambda p: None,
 ) -> RunOutcome:
     """Run ``config`` against ``bucket`` (default: a fresh prefix on the embedded emulator) and write
-    ``events.jsonl``, ``summary.json`` and ``timeline.png`` under ``config.out``."""
+    ``events.jsonl``, ``summary.json`` and ``timeline.png`` under ``config.out``.
+
+    ``bucket_env`` is extra environment for the job (and the bucket check), e.g. the
+    ``STORAGE_EMULATOR_HOST`` of an emulator the caller runs."""
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "events.jsonl").unlink(missing_ok=True)  # a rerun into the same directory starts a new log
-    with _checkpoint_bucket(bucket) as (uri, store_env):
+    with _checkpoint_bucket(bucket, bucket_env or {}) as (uri, store_env):
         env = os.environ | store_env | _contract_env(config, uri)
         run = LiveRun(config, env, on_progress=on_progress)
         started = time.monotonic()
@@ -74,14 +78,15 @@ def _contract_env(config: RunConfig, uri: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _checkpoint_bucket(bucket: str | None) -> Iterator[tuple[str, dict[str, str]]]:
+def _checkpoint_bucket(bucket: str | None, env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
     """(checkpoint URI, extra environment): the user's bucket checked for access, or the embedded emulator."""
     if bucket is not None:
-        with open_store(bucket) as store:
+        endpoint = env.get("STORAGE_EMULATOR_HOST")
+        with open_store(bucket, **({"endpoint": endpoint} if endpoint and bucket.startswith("gs://") else {})) as store:
             store.list("")  # fails now, in one line, if the bucket cannot be reached or read
-        yield bucket, {}
+        yield bucket, env
         return
     from spotsim.storage.emulator import FakeGcsServer
 
     with tempfile.TemporaryDirectory(prefix="spotsim-bucket-") as root, FakeGcsServer(Path(root)) as emulator:
-        yield f"gs://spotsim-runs/{uuid.uuid4().hex[:12]}", emulator.env()
+        yield f"gs://spotsim-runs/{uuid.uuid4().hex[:12]}", emulator.env() | env

@@ -42,6 +42,7 @@ class RunLogTail:
         self.done_step: int | None = None
         self.checkpoints = 0
         self.lost_steps = 0
+        self.attempt: int | None = None  # the attempt whose start event came last
 
     def read_new(self) -> bool:
         """Consume lines appended since the last call; return whether there were any."""
@@ -63,9 +64,10 @@ class RunLogTail:
     def _apply(self, event: dict) -> None:
         kind = event["event"]
         if kind == "launch":
-            self.done_step = None
+            self.done_step, self.attempt = None, None
         elif kind == "start":
             resumed = event.get("resumed_step")
+            self.attempt = event.get("attempt")
             if event.get("attempt", 0) > 0 and self.last_step is not None:
                 self.lost_steps += self.last_step - (resumed or 0)
             self.resumed_step = resumed

@@ -106,8 +106,9 @@ class LiveRun:
         lifetime = self._draw_lifetime(attempt)
         self.progress.attempt, self.progress.state = attempt, "running"
         self.run_log.emit(
-            "launch", attempt=attempt, preempt_at_s=lifetime.uptime_s, capacity_wait_s=lifetime.capacity_wait_s
-        )
+            "launch", attempt=attempt, preempt_at_s=lifetime.uptime_s, preempt_at_step=lifetime.at_step,
+            capacity_wait_s=lifetime.capacity_wait_s,
+        )  # fmt: skip
         stdout = open(self.config.out / "attempts" / f"attempt-{attempt}.stdout", "wb")
         stderr_path = self.config.out / "attempts" / f"attempt-{attempt}.stderr"
         with stdout, open(stderr_path, "wb") as stderr:
@@ -116,7 +117,7 @@ class LiveRun:
                 stdin=subprocess.DEVNULL, start_new_session=True,  # its own process group: signals reach all of it
             )  # fmt: skip
             try:
-                end = self._supervise(attempt, process, lifetime.uptime_s)
+                end = self._supervise(attempt, process, lifetime)
             except KeyboardInterrupt:
                 _kill_group(process, signal.SIGKILL)
                 process.wait()
@@ -140,17 +141,19 @@ class LiveRun:
         self.lifetimes.append(lifetime)
         return lifetime
 
-    def _supervise(self, attempt: int, process: subprocess.Popen, uptime_s: float | None) -> AttemptEnd:
+    def _supervise(self, attempt: int, process: subprocess.Popen, lifetime: Lifetime) -> AttemptEnd:
         """Watch one attempt until it exits; preempt it when its uptime is up."""
         scale = self.config.time_scale
         launched = time.monotonic()
-        notice_at = launched + uptime_s / scale if uptime_s is not None else None
+        notice_at = launched + lifetime.uptime_s / scale if lifetime.uptime_s is not None else None
         kill_at: float | None = None
         signals: list[str] = []
         while process.poll() is None:
             self._follow_events()
             now = time.monotonic()
-            if notice_at is not None and now >= notice_at and not signals:
+            if not signals and (
+                (notice_at is not None and now >= notice_at) or self._reached(lifetime.at_step, attempt)
+            ):
                 if self.config.kill.draw_sigkill(self.rng):
                     signals.append(self._signal(attempt, process, signal.SIGKILL))
                 else:
@@ -168,6 +171,13 @@ class LiveRun:
         if self.tail.done_step is not None and code == 0:
             return AttemptEnd(attempt, "done", code)
         return AttemptEnd(attempt, "crash", code)
+
+    def _reached(self, step: int | None, attempt: int) -> bool:
+        """Whether this attempt has reported progress to ``step`` (or past its resume point)."""
+        tail = self.tail
+        if step is None or tail.attempt != attempt or tail.last_step is None:
+            return False
+        return tail.last_step >= step and tail.last_step > (tail.resumed_step or 0)
 
     def _signal(self, attempt: int, process: subprocess.Popen, sig: signal.Signals) -> str:
         self.run_log.emit("signal", attempt=attempt, signal=sig.name, step=self.tail.last_step)

@@ -12,6 +12,9 @@ seeded generator, so a run is reproducible from ``--seed``.
 - ``trace:FILE``: replay a recorded spot trace (see :mod:`spotsim.harness.trace`):
   attempt i lives as long as the i-th run of availability, and waits for the
   gap of unavailability after it before the next VM exists.
+- ``steps:N1,N2,…``: attempt i is preempted as soon as it reports step N(i+1)
+  (or its first step after the resume, if it resumed past it). This is how
+  ``spotsim verify`` places kills over a job's progress, inside saves included.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class Lifetime:
 
     uptime_s: float | None
     capacity_wait_s: float = 0.0
+    at_step: int | None = None
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Schedule:
     rate_per_hour: float
     shape: float = 1.0
     times_s: tuple[float, ...] = ()
+    steps: tuple[int, ...] = ()
     trace: Trace | None = None
     _rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0), repr=False)
 
@@ -51,6 +56,8 @@ class Schedule:
     def describe(self) -> str:
         if self.kind == "fixed":
             return "fixed:" + ",".join(f"{t:g}" for t in self.times_s)
+        if self.kind == "steps":
+            return "steps:" + ",".join(str(n) for n in self.steps)
         if self.kind == "trace":
             return f"trace:{self.trace.source}"
         rate = f" at {self.rate_per_hour:g}/h"
@@ -59,6 +66,8 @@ class Schedule:
     def lifetime(self, attempt: int) -> Lifetime:
         if self.kind == "fixed":
             return Lifetime(self.times_s[attempt] if attempt < len(self.times_s) else None)
+        if self.kind == "steps":
+            return Lifetime(None, at_step=self.steps[attempt] if attempt < len(self.steps) else None)
         if self.kind == "trace":
             runs = self.trace.lifetimes()
             if attempt >= len(runs):
@@ -91,9 +100,16 @@ def parse_schedule(text: str, rate_per_hour: float, *, trace_invert: bool = Fals
     if kind == "fixed":
         times = tuple(_positive(t, "fixed preemption time", allow_duration=True) for t in arg.split(","))
         return Schedule("fixed", rate_per_hour, times_s=times)
+    if kind == "steps":
+        steps = tuple(int(_positive(n, "preemption step")) for n in arg.split(","))
+        if any(float(n) != int(float(n)) for n in arg.split(",")):
+            raise InvalidSchedule(f"preemption steps must be whole numbers, got {arg!r}")
+        return Schedule("steps", rate_per_hour, steps=steps)
     if kind == "trace" and arg:
         return Schedule("trace", rate_per_hour, trace=load_trace(arg, invert=trace_invert))
-    raise InvalidSchedule(f"unknown schedule {text!r}; use poisson, weibull:SHAPE, fixed:T1,T2,… or trace:FILE")
+    raise InvalidSchedule(
+        f"unknown schedule {text!r}; use poisson, weibull:SHAPE, fixed:T1,T2,…, steps:N1,N2,… or trace:FILE"
+    )
 
 
 def parse_duration(text: str, what: str) -> float:

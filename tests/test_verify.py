@@ -1,0 +1,120 @@
+"""`spotsim verify` end to end: resume-correct jobs pass under drawn kill schedules, broken ones are
+caught with the right diagnosis, and bad input is one line with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spotsim.cost import load_prices
+from spotsim.harness import KillMode
+from spotsim.harness.verify import VerifyConfig, verify
+
+JOBS = Path(__file__).parent / "jobs"
+SPOTSIM = [sys.executable, "-m", "spotsim.cli"]
+MACHINE = load_prices().machine("gcp-t4")
+
+
+def workload(name: str, steps: int) -> tuple[str, ...]:
+    from spotsim.workloads import command
+
+    return tuple(command(name, ["--steps", str(steps)]))
+
+
+def kill_plans(steps: int):
+    """One run's kill points: 1–3 distinct steps over the job's progress, at checkpoint steps or between."""
+    return st.lists(st.integers(1, steps - 1), min_size=1, max_size=3, unique=True).map(lambda s: tuple(sorted(s)))
+
+
+@pytest.mark.slow
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=kill_plans(400), kill=st.sampled_from(["sigkill", "sigterm"]))
+def test_torch_cnn_resumes_bit_exactly_under_drawn_kills(tmp_path_factory, plan, kill):
+    out = tmp_path_factory.mktemp("verify")
+    config = VerifyConfig(
+        workload("torch-cnn", 400), out, kill=KillMode.parse(kill), interval_steps=50, kill_plans=(plan,)
+    )
+    verdict = verify(config, MACHINE)
+    assert verdict.ok, verdict.to_json()
+    summary = json.loads((out / "run-1" / "summary.json").read_text())
+    assert summary["preemptions"] >= 1 and summary["completed"]
+
+
+@pytest.mark.slow
+@settings(max_examples=1, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=kill_plans(300), kill=st.sampled_from(["sigkill", "sigterm"]))
+def test_tf_cnn_resumes_bit_exactly_under_drawn_kills(tmp_path_factory, plan, kill):
+    out = tmp_path_factory.mktemp("verify")
+    config = VerifyConfig(workload("tf-cnn", 300), out, kill=KillMode.parse(kill), interval_steps=50, kill_plans=(plan,))
+    verdict = verify(config, MACHINE)
+    assert verdict.ok, verdict.to_json()
+
+
+def spotsim_verify(tmp_path, *args: str, bug: str | None = None) -> subprocess.CompletedProcess:
+    env = os.environ | {"COLUMNS": "250"} | ({"BUG": bug} if bug else {})
+    job = ["--", sys.executable, str(JOBS / "broken_resume.py")] if bug else []
+    cmd = [*SPOTSIM, "verify", *args, "--out", str(tmp_path / "v"), *job]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+BROKEN = {
+    "optimizer": "never registered with the manager: optimizer state",
+    "rng-data": "never registered with the manager: RNG, data position state",
+    "never-load": "restarted from step 0 although step",
+}
+
+
+@pytest.mark.parametrize("bug", BROKEN)
+def test_broken_resume_is_caught_with_its_diagnosis(tmp_path, bug):
+    done = spotsim_verify(tmp_path, "--interval-steps", "20", "--preemptions", "1", "--kill-steps", "70,150", bug=bug)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert BROKEN[bug] in done.stdout and "NOT resume-correct" in done.stdout
+    verdict = json.loads((tmp_path / "v" / "verdict.json").read_text())
+    assert verdict["ok"] is False and verdict["checks"][0]["kill_steps"] == [70, 150]
+    if bug != "never-load":  # that one trains from scratch each time and ends identical: only its log betrays it
+        assert "first: model/" in done.stdout and "differs already at step" in done.stdout
+
+
+def test_the_correct_version_of_that_job_passes(tmp_path):
+    done = spotsim_verify(tmp_path, "--interval-steps", "20", "--preemptions", "2", bug="none")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resume-correct: 2 preempted runs match" in done.stdout
+
+
+def test_artifact_comparison(tmp_path):
+    done = spotsim_verify(
+        tmp_path, "--workload", "torch-cnn", "--steps", "300", "--preemptions", "1", "--artifact", "model.pt"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+BAD = {
+    "unknown workload": ["--workload", "nope"],
+    "absolute artifact": ["--artifact", "/etc/passwd"],
+    "no runs": ["--preemptions", "0"],
+    "bad kill steps": ["--kill-steps", "ten"],
+    "bad kill mode": ["--kill", "sigstop"],
+}
+
+
+@pytest.mark.parametrize("args", BAD.values(), ids=BAD.keys())
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args):
+    done = spotsim_verify(tmp_path, *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("spotsim: error:") and "Traceback" not in done.stderr
+
+
+def test_a_job_without_spotsim_checkpoints_needs_an_artifact(tmp_path):
+    env = os.environ | {"TOTAL_STEPS": "60", "STEP_SLEEP": "0.001"}
+    cmd = [*SPOTSIM, "verify", "--preemptions", "1", "--out", str(tmp_path / "v"), "--", sys.executable,
+           str(JOBS / "foreign_job.py")]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "pass --artifact" in done.stderr, done.stderr
