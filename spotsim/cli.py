@@ -6,6 +6,7 @@ prints it as one line on stderr and exits 2, never with a traceback.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -189,6 +190,153 @@ def verify(
     console.print(
         f"[green]resume-correct[/green]: {len(verdict.checks)} preempted runs match the reference bit for bit"
     )
+
+
+@app.command()
+def optimal(
+    checkpoint_cost: str = typer.Option(..., help="C: time one checkpoint blocks training (90, 90s, 5m, 1h)."),
+    mtbf: Optional[str] = typer.Option(None, help="M: mean time between preemptions."),
+    preempt_rate: Optional[float] = typer.Option(None, help="λ per hour (M = 1/λ); instead of --mtbf."),
+    restart: str = typer.Option("0", help="R: restart overhead after a preemption."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """The best checkpoint interval in theory: Young's √(2CM), Daly's higher-order one, and the exact optimum."""
+    from dataclasses import asdict
+
+    from spotsim.harness import parse_duration
+    from spotsim.sim import optimum
+
+    c, m, r = (
+        parse_duration(checkpoint_cost, "--checkpoint-cost"),
+        _mtbf_s(mtbf, preempt_rate),
+        parse_duration(restart, "--restart"),
+    )
+    if r < 0:
+        raise InvalidOption(f"--restart must be ≥ 0, got {restart}")
+    best = optimum(c, m, r)
+    if as_json:
+        print(json.dumps({**asdict(best), "checkpoint_cost_s": c, "mtbf_s": m, "restart_s": r}))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"checkpoint interval for C = {c:g} s, M = {m:g} s, R = {r:g} s")
+    for column in ("rule", "interval", "expected waste"):
+        table.add_column(column, justify="right" if column != "rule" else "left")
+    rules = [("Young (1974)", best.young_s, best.young_waste), ("Daly (2006)", best.daly_s, best.daly_waste),
+             ("exact optimum (renewal model)", best.exact_s, best.exact_waste)]  # fmt: skip
+    for rule, tau, waste in rules:
+        table.add_row(rule, f"{tau:,.1f} s ({tau / 60:,.1f} min)", f"{waste:.2%}")
+    console.print(table)
+
+
+@app.command()
+def simulate(
+    intervals: str = typer.Option(..., help="Checkpoint intervals to compare, e.g. 5m,15m,30m,1h."),
+    work_hours: float = typer.Option(24.0, help="Compute the job needs, in hours, without preemptions or checkpoints."),
+    step_time: Optional[str] = typer.Option(None, help="Time per step (to report lost work in steps) [1s]."),
+    checkpoint_cost: Optional[str] = typer.Option(None, help="C: blocking time per checkpoint [30s]."),
+    persist_time: str = typer.Option("0", help="Background persist after each snapshot (async saves)."),
+    restart: Optional[str] = typer.Option(None, help="R: restore time after a preemption [1m]."),
+    restart_delay: str = typer.Option("0", help="D: time to get a new VM (billed: boot)."),
+    preempt_rate: float = typer.Option(0.5, help="λ: preemptions per hour of uptime."),
+    schedule: str = typer.Option("poisson", help="poisson | weibull:SHAPE | trace:FILE"),
+    trace_invert: bool = typer.Option(False, help="Read trace values as 1 = preempted."),
+    kill: str = typer.Option("sigkill", help="sigkill | sigterm | mixed:P"),
+    grace: str = typer.Option("30s", help="Notice before the SIGKILL, for sigterm preemptions."),
+    trials: int = typer.Option(10_000, help="Trajectories per interval."),
+    seed: int = typer.Option(0),
+    calibrate: Optional[Path] = typer.Option(None, help="A `spotsim run` output dir: take step time, C and R from it."),
+    machine: str = typer.Option(DEFAULT_MACHINE, help="Price-table row(s)."),
+    prices: Optional[Path] = typer.Option(None, help="CSV price table replacing the shipped one."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+) -> None:
+    """Monte Carlo of the job on spot VMs: wall time, lost work, cost and savings per checkpoint interval."""
+    from spotsim.cost import load_prices
+    from spotsim.harness import KillMode, parse_duration, parse_schedule
+    from spotsim.sim import Job, summarise
+    from spotsim.sim import simulate as run_simulation
+
+    measured = _calibration(calibrate) if calibrate else {}
+    taus = [parse_duration(t, "--intervals") for t in intervals.split(",") if t.strip()]
+    if not taus:
+        raise InvalidOption("--intervals needs at least one interval")
+    kill_mode = KillMode.parse(kill)
+    c = parse_duration(checkpoint_cost, "--checkpoint-cost") if checkpoint_cost else measured.get("c", 30.0)
+    job = Job(
+        work_s=work_hours * 3600,
+        checkpoint_s=c,
+        persist_s=parse_duration(persist_time, "--persist-time"),
+        restart_s=parse_duration(restart, "--restart") if restart else measured.get("r", 60.0),
+        restart_delay_s=parse_duration(restart_delay, "--restart-delay"),
+        step_s=parse_duration(step_time, "--step-time") if step_time else measured.get("step", 1.0),
+        grace_s=parse_duration(grace, "--grace"), sigkill_fraction=kill_mode.sigkill_fraction,
+    )  # fmt: skip
+    chosen = load_prices(prices).machine(machine)
+    plan = parse_schedule(schedule, preempt_rate, trace_invert=trace_invert)
+    outcome = run_simulation(job, taus, plan, trials=trials, seed=seed)
+    rows = summarise(outcome, job, taus, chosen.on_demand_usd_per_hour, chosen.spot_usd_per_hour)
+    if as_json:
+        print(json.dumps(rows))
+        return
+    _print_simulation(rows, job, plan.describe(), chosen.name, trials)
+
+
+def _mtbf_s(mtbf: str | None, rate: float | None) -> float:
+    from spotsim.harness import parse_duration
+
+    if (mtbf is None) == (rate is None):
+        raise InvalidOption("give exactly one of --mtbf and --preempt-rate")
+    if rate is not None:
+        if not (rate > 0 and rate != float("inf")):
+            raise InvalidOption(f"--preempt-rate must be > 0 per hour, got {rate}")
+        return 3600.0 / rate
+    return parse_duration(mtbf, "--mtbf")
+
+
+def _calibration(run_dir: Path) -> dict[str, float]:
+    """Step time, C and R (simulated seconds) measured by a live run."""
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidOption(f"cannot calibrate from {path}: {e}") from None
+    measured = {}
+    if summary.get("step_time_s"):
+        measured["step"] = summary["step_time_s"]
+    if summary.get("checkpoints"):
+        measured["c"] = summary["checkpoint_blocking_s"] / summary["checkpoints"]
+    if summary.get("restart_overhead_s"):
+        measured["r"] = summary["restart_overhead_s"]
+    if not measured:
+        raise InvalidOption(f"{path} has no step time, checkpoint or restart measurements to calibrate from")
+    return measured
+
+
+def _print_simulation(rows: list[dict], job, schedule: str, machine: str, trials: int) -> None:
+    from rich.table import Table
+
+    title = (f"{job.work_s / 3600:g} h of work, C = {job.checkpoint_s:g} s, R = {job.restart_s:g} s, {schedule}, "
+             f"{trials:,} trials per interval, {machine}")  # fmt: skip
+    table = Table(title=title)
+    columns = [
+        "interval",
+        "wall (mean)",
+        "wall p90",
+        "lost (mean)",
+        "ckpt overhead",
+        "spot $",
+        "on-demand $",
+        "savings",
+    ]
+    for column in columns:
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            f"{r['interval_s'] / 60:,.1f} min", f"{r['wall_s_mean'] / 3600:,.2f} h", f"{r['wall_s_p90'] / 3600:,.2f} h",
+            f"{r['lost_s_mean'] / 60:,.1f} min", f"{r['checkpoint_overhead_mean']:.2%}",
+            f"{r['spot_cost_usd_mean']:,.2f}", f"{r['on_demand_cost_usd']:,.2f}", f"{r['savings_mean']:.1%}",
+        )  # fmt: skip
+    console.print(table)
 
 
 def _steps_list(text: str) -> tuple[int, ...]:

@@ -1,0 +1,12 @@
+"""Theory and simulation of the checkpoint interval: closed forms and a vectorised Monte Carlo.
+
+No framework imports here: ``spotsim optimal`` and ``spotsim simulate`` work without torch or TensorFlow.
+"""
+
+from spotsim.sim.closed_forms import Optimum, daly_interval, expected_wall_s, optimum, waste_fraction, young_interval
+from spotsim.sim.montecarlo import Job, Outcome, simulate, summarise
+
+__all__ = [
+    "Job", "Optimum", "Outcome", "daly_interval", "expected_wall_s", "optimum", "simulate", "summarise",
+    "waste_fraction", "young_interval",
+]  # fmt: skip
