@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -257,9 +258,7 @@ def simulate(
     from spotsim.sim import simulate as run_simulation
 
     measured = _calibration(calibrate) if calibrate else {}
-    taus = [parse_duration(t, "--intervals") for t in intervals.split(",") if t.strip()]
-    if not taus:
-        raise InvalidOption("--intervals needs at least one interval")
+    taus = _positive_durations(intervals, "--intervals")
     kill_mode = KillMode.parse(kill)
     c = parse_duration(checkpoint_cost, "--checkpoint-cost") if checkpoint_cost else measured.get("c", 30.0)
     job = Job(
@@ -279,6 +278,80 @@ def simulate(
         print(json.dumps(rows))
         return
     _print_simulation(rows, job, plan.describe(), chosen.name, trials)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sweep(
+    ctx: typer.Context,
+    intervals: str = typer.Option(..., help="Checkpoint intervals, simulated (e.g. 1m,3m,10m)."),
+    rates: str = typer.Option(..., help="Preempt rates per hour (e.g. 6,12)."),
+    kills: str = typer.Option("sigkill", help="Kill modes, comma-separated (sigkill, sigterm, mixed:P)."),
+    repeats: int = typer.Option(3, help="Runs per grid point."),
+    workload: Optional[str] = typer.Option(None, help="Built-in workload [default: torch-cnn]; or give -- CMD ARGS…"),
+    steps: Optional[int] = typer.Option(None, help="Total steps of the built-in workload."),
+    time_scale: float = typer.Option(1.0, help="K for every run."),
+    grace: str = typer.Option("30s", help="SIGTERM → SIGKILL window, simulated."),
+    restart_delay: str = typer.Option("0", help="Time to get a new VM, simulated."),
+    machine: str = typer.Option(DEFAULT_MACHINE, help="Price-table row(s)."),
+    parallel: int = typer.Option(os.cpu_count() or 1, help="Runs at a time [number of cores]."),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("spotsim-sweep"), help="Runs, sweep.csv/.parquet, plots and report.md."),
+) -> None:
+    """Live runs over intervals × rates × kill modes, against the simulator calibrated on them."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from spotsim.harness import KillMode, parse_duration, parse_schedule
+    from spotsim.harness.sweep import SweepConfig, run_sweep
+    from spotsim.report.sweep_report import write_report
+
+    if ctx.args and workload:
+        raise InvalidOption("give either --workload NAME or -- CMD ARGS…, not both")
+    job_args = (
+        ("--", *ctx.args)
+        if ctx.args
+        else ("--workload", workload or "torch-cnn", *(("--steps", str(steps)) if steps else ()))
+    )
+    rate_list = tuple(_float_list(rates, "--rates"))
+    for rate in rate_list:
+        parse_schedule("poisson", rate)  # validates: finite, ≥ 0
+    kill_list = tuple(k.strip() for k in kills.split(",") if k.strip())
+    for kill in kill_list:
+        KillMode.parse(kill)
+    config = SweepConfig(
+        job_args=job_args, out=out.absolute(), intervals_s=tuple(_positive_durations(intervals, "--intervals")),
+        rates=rate_list, kills=kill_list, repeats=repeats, time_scale=time_scale, grace=grace,
+        restart_delay=restart_delay, machine=machine, parallel=parallel, seed=seed,
+    )  # fmt: skip
+    config.out.mkdir(parents=True, exist_ok=True)
+    total = len(config.grid())
+    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("live runs", total=total)
+        table = run_sweep(config, on_done=lambda point, summary: bar.advance(task))
+    delays = {
+        "grace_s": parse_duration(grace, "--grace"),
+        "restart_delay_s": parse_duration(restart_delay, "--restart-delay"),
+    }
+    report = write_report(table, config.out, command="spotsim " + " ".join(sys.argv[1:]), **delays)
+    console.print(f"wrote {config.out / 'sweep.csv'}, sweep.parquet, the plots and {report}")
+
+
+def _float_list(text: str, option: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InvalidOption(f"{option} {text!r} is not a comma-separated list of numbers") from None
+    if not values:
+        raise InvalidOption(f"{option} needs at least one value")
+    return values
+
+
+def _positive_durations(text: str, option: str) -> list[float]:
+    from spotsim.harness import parse_duration
+
+    values = [parse_duration(v, option) for v in text.split(",") if v.strip()]
+    if not values or any(v <= 0 for v in values):
+        raise InvalidOption(f"{option} needs one or more positive durations, got {text!r}")
+    return values
 
 
 def _mtbf_s(mtbf: str | None, rate: float | None) -> float:

@@ -179,8 +179,12 @@ class TestAtomicVisibility:
         reader = threading.Thread(target=read)
         reader.start()
         try:
-            for i in range(16):
+            # At least 16 overwrites, and more until some reads completed among them (a loaded
+            # machine can starve the reader); bounded so a broken store still fails.
+            for i in range(400):
                 store.put_bytes("v", versions[i % 2])
+                if i >= 15 and len(seen) >= 3:
+                    break
         finally:
             stop.set()
             reader.join()

@@ -52,7 +52,9 @@ def test_torch_cnn_resumes_bit_exactly_under_drawn_kills(tmp_path_factory, plan,
 @given(plan=kill_plans(300), kill=st.sampled_from(["sigkill", "sigterm"]))
 def test_tf_cnn_resumes_bit_exactly_under_drawn_kills(tmp_path_factory, plan, kill):
     out = tmp_path_factory.mktemp("verify")
-    config = VerifyConfig(workload("tf-cnn", 300), out, kill=KillMode.parse(kill), interval_steps=50, kill_plans=(plan,))
+    config = VerifyConfig(
+        workload("tf-cnn", 300), out, kill=KillMode.parse(kill), interval_steps=50, kill_plans=(plan,)
+    )
     verdict = verify(config, MACHINE)
     assert verdict.ok, verdict.to_json()
 

@@ -62,6 +62,7 @@ def summarize(attempts: list[AttemptRecord], config: RunConfig, machine: Machine
         "checkpoint_overhead": blocking_real / wall_s if wall_s > 0 else 0.0,
         "restart_overhead_s": (sum(restarts) / len(restarts)) * k if restarts else None,
         "step_time_s": step_time * k if step_time else None,
+        "startup_s": _startup_s(attempts, k),
         "wall_s": wall_s,
         "sim_wall_s": sim_wall_s,
         "time_scale": k,
@@ -131,6 +132,12 @@ def _restart_overhead(attempt: AttemptRecord) -> float | None:
     """Real seconds from launch to the first step completed after the resume."""
     first = attempt.first_progress_t
     return first - attempt.launch_t if first is not None else None
+
+
+def _startup_s(attempts: list[AttemptRecord], k: float) -> float | None:
+    """The first attempt's launch to its first step (imports, data, model), simulated seconds."""
+    first = attempts[0].first_progress_t if attempts else None
+    return (first - attempts[0].launch_t) * k if first is not None else None
 
 
 def _step_time_s(attempts: list[AttemptRecord]) -> float | None:

@@ -40,9 +40,11 @@ class Job:
     step_s: float = 1.0  # lost work is also reported in steps
     grace_s: float = 0.0
     sigkill_fraction: float = 1.0  # share of preemptions without notice
+    startup_s: float = 0.0  # the first attempt's time to its first step (imports, data, model)
 
     def __post_init__(self) -> None:
-        for name in ("work_s", "checkpoint_s", "step_s", "persist_s", "restart_s", "restart_delay_s", "grace_s"):
+        for name in ("work_s", "checkpoint_s", "step_s", "persist_s", "restart_s", "restart_delay_s", "grace_s",
+                     "startup_s"):  # fmt: skip
             value, positive = getattr(self, name), name in ("work_s", "checkpoint_s", "step_s")
             if not (np.isfinite(value) and (value > 0 if positive else value >= 0)):
                 label = name.removesuffix("_s").replace("_", " ")
@@ -74,7 +76,7 @@ def simulate(job: Job, intervals_s: list[float], schedule: Schedule, *, trials: 
     wall, billed, lost, saves, kills = (np.zeros(n) for _ in range(5))
     lifetimes = _Lifetimes(schedule, rng, n)
     idx = np.arange(n)  # trajectories still running; the loop runs once per VM lifetime
-    restarting = np.zeros(n, dtype=bool)
+    restarting = np.zeros(n, dtype=bool)  # the first VM starts up (startup_s) instead of restoring (R)
     while idx.size:
         life, wait = lifetimes.next(idx)
         finished, died = _one_lifetime(job, tau_all[idx], left_all[idx], restarting, life, rng)
@@ -104,7 +106,7 @@ class _Death:
 def _one_lifetime(job: Job, tau, left, restarting, life, rng) -> tuple[_Finish, _Death]:
     """One VM lifetime of each running trajectory: it either finishes the job or is preempted."""
     c = job.checkpoint_s
-    r = np.where(restarting, job.restart_s, 0.0)
+    r = np.where(restarting, job.restart_s, job.startup_s)
     died_restoring = life < r  # restoring again: nothing computed on this VM
     life_after = np.maximum(life - r, 0.0)
     segments = np.ceil(left / tau)
