@@ -202,3 +202,17 @@ def test_malformed_trace_is_refused(tmp_path):
              "--", sys.executable, "-c", "pass"], capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert done.returncode == 2 and done.stderr.startswith("spotsim: error: trace"), done.stderr
+
+
+@pytest.mark.slow
+def test_tf_cnn_runs_under_the_harness(tmp_path):
+    out = tmp_path / "out"
+    cmd = [*SPOTSIM, "run", "--workload", "tf-cnn", "--steps", "300", "--interval-steps", "50",
+           "--schedule", "steps:120", "--kill", "sigterm", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completed"] and summary["final_step"] == 300 and summary["preemptions"] == 1
+    [preemption] = summary["interruptions"]
+    assert preemption["emergency_in_grace"] and summary["lost_steps"] == 0 and summary["identity_holds"]
+    assert (out / "output" / "model.weights.h5").stat().st_size > 0
