@@ -40,9 +40,14 @@ def test_a_small_grid_gives_the_table_plots_and_report(tmp_path):
 
 @pytest.mark.parametrize(
     "args",
-    [["--intervals", ",", "--rates", "1"], ["--intervals", "5s", "--rates", "nan"], ["--intervals", "5s", "--rates", "x"],
-     ["--intervals", "5s", "--rates", "1", "--kills", "sigstop"], ["--intervals", "0", "--rates", "1"]],
-)  # fmt: skip
+    [
+        ["--intervals", ",", "--rates", "1"],
+        ["--intervals", "5s", "--rates", "nan"],
+        ["--intervals", "5s", "--rates", "x"],
+        ["--intervals", "5s", "--rates", "1", "--kills", "sigstop"],
+        ["--intervals", "0", "--rates", "1"],
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args):
     done = sweep(tmp_path, *args)
     assert done.returncode == 2, done.stdout + done.stderr

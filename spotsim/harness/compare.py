@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from spotsim.errors import CorruptCheckpoint
+from spotsim.errors import CorruptCheckpoint, MissingDependency
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,12 @@ def artifact_tensors(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
     if name.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise MissingDependency(
+                "comparing .safetensors files needs the safetensors package: pip install safetensors"
+            ) from None
         return load_file(str(path))
     if name.endswith(".h5"):
         return _h5_tensors(path)
