@@ -296,6 +296,7 @@ def sweep(
     parallel: int = typer.Option(os.cpu_count() or 1, help="Runs at a time [number of cores]."),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("spotsim-sweep"), help="Runs, sweep.csv/.parquet, plots and report.md."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table's rows as JSON (progress goes to stderr)."),
 ) -> None:
     """Live runs over intervals × rates × kill modes, against the simulator calibrated on them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -324,7 +325,8 @@ def sweep(
     )  # fmt: skip
     config.out.mkdir(parents=True, exist_ok=True)
     total = len(config.grid())
-    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+    shown = Console(stderr=True) if as_json else console
+    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=shown) as bar:
         task = bar.add_task("live runs", total=total)
         table = run_sweep(config, on_done=lambda point, summary: bar.advance(task))
     delays = {
@@ -332,6 +334,9 @@ def sweep(
         "restart_delay_s": parse_duration(restart_delay, "--restart-delay"),
     }
     report = write_report(table, config.out, command="spotsim " + " ".join(sys.argv[1:]), **delays)
+    if as_json:
+        print(table.to_json(orient="records"))
+        return
     console.print(f"wrote {config.out / 'sweep.csv'}, sweep.parquet, the plots and {report}")
 
 

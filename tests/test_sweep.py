@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,12 +23,13 @@ def sweep(tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 def test_a_small_grid_gives_the_table_plots_and_report(tmp_path):
     done = sweep(tmp_path, "--intervals", "5s,20s", "--rates", "400", "--kills", "sigkill,sigterm", "--repeats", "1",
-                 "--time-scale", "10")  # fmt: skip
+                 "--time-scale", "10", "--json")  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     out = tmp_path / "sweep"
     table = pd.read_parquet(out / "sweep.parquet")
     assert len(table) == 4 and set(table["kill"]) == {"sigkill", "sigterm"}
     assert pd.read_csv(out / "sweep.csv")["run"].tolist() == table["run"].tolist()
+    assert [row["run"] for row in json.loads(done.stdout)] == table["run"].tolist()
     assert table["completed"].all() and table["identity_holds"].all()
     assert {"interval_s", "preempt_rate", "repeat", "spot_cost_usd", "lost_steps", "checkpoint_overhead"} <= set(table)
     for plot in ("cost_vs_interval.png", "lost_vs_interval.png", "overhead_vs_interval.png"):
