@@ -61,7 +61,6 @@ import argparse
 import datetime
 import gc
 import importlib.metadata
-import json
 import os
 import platform
 import shutil
@@ -81,6 +80,7 @@ import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed.checkpoint as dcp  # noqa: E402
+from _shared import FEWER_REPEATS_FROM_MIB, REPO_ROOT, print_facts, repeats_for, write_reports  # noqa: E402
 from google.auth.credentials import AnonymousCredentials  # noqa: E402
 from google.cloud import storage  # noqa: E402
 
@@ -89,13 +89,11 @@ from spotsim import CheckpointManager  # noqa: E402
 from spotsim.storage.emulator import FakeGcsServer  # noqa: E402
 
 MiB = 1 << 20
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "bench"
 BACKENDS = ("file", "gs")
 # floor and spotsim-async are neighbours in both orders, so their ratio sees the same machine.
 METHODS = ("floor", "spotsim-async", "spotsim-sync", "seeds", "dcp-async")
 TENSORS_PER_STATE = 4
-FEWER_REPEATS_FROM_MIB = 1024
 TARGET_SIZE_MIB = 1024
 TARGET_VS_FLOOR = 1.5  # async blocking <= this x the floor
 TARGET_VS_SEEDS = 50.0  # seeds' blocking >= this x async blocking
@@ -143,10 +141,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.sizes or min(args.sizes) <= 0 or args.repeats < 1:
         parser.error("--sizes must be positive integers and --repeats at least 1")
     return args
-
-
-def repeats_for(size_mib: int, repeats: int) -> int:
-    return max(1, repeats - 1) if size_mib >= FEWER_REPEATS_FROM_MIB else repeats
 
 
 def machine_facts(args: argparse.Namespace) -> dict:
@@ -463,23 +457,11 @@ def plot(results: pd.DataFrame, facts: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(results: pd.DataFrame, summary: pd.DataFrame, facts: dict, out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"checkpoint_overhead{suffix}" for suffix in (".csv", "_summary.csv", "_env.json", ".png")]
-    results.to_csv(paths[0], index=False, float_format="%.5f")
-    summary.to_csv(paths[1], index=False, float_format="%.4f")
-    paths[2].write_text(json.dumps(facts, indent=2) + "\n")
-    plot(results, facts, paths[3])
-    return paths
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.pop("SPOTSIM_EVENTS", None)  # the managers here must not write into a harness's run log
     facts = machine_facts(args)
-    for name, value in facts.items():
-        print(f"{name}: {value}")
-    print(flush=True)
+    print_facts(facts)
     work = Path(tempfile.mkdtemp(prefix="spotsim-ckpt-bench-"))
     try:
         results = run_benchmark(args, work / "emulator", work)
@@ -487,8 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     summary = summarize(results)
     print_summary(summary)
-    for path in write_reports(results, summary, facts, args.out):
-        print(f"wrote {path}")
+    write_reports("checkpoint_overhead", results, summary, facts, args.out, plot, floats=("%.5f", "%.4f"))
     return 0
 
 

@@ -40,7 +40,6 @@ import argparse
 import datetime
 import hashlib
 import importlib.metadata
-import json
 import os
 import platform
 import shutil
@@ -57,6 +56,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
+from _shared import FEWER_REPEATS_FROM_MIB, REPO_ROOT, print_facts, repeats_for, write_reports  # noqa: E402
 from google.auth.credentials import AnonymousCredentials  # noqa: E402
 from google.cloud import storage  # noqa: E402
 
@@ -65,13 +65,11 @@ from spotsim.storage.gcs import GCSStore, TransferOptions  # noqa: E402
 
 MiB = 1 << 20
 WRITE_CHUNK = 64 * MiB
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "bench"
 METHODS = ("spotsim", "plain", "spotsim-composite", "local-copy")
 DIRECTIONS = ("put", "get")
 TARGET_RATIO = 5.0
 TARGET_MIN_SIZE_MIB = 256
-FEWER_REPEATS_FROM_MIB = 1024
 
 
 @dataclass(frozen=True)
@@ -100,10 +98,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.sizes or min(args.sizes) <= 0 or args.repeats < 1:
         parser.error("--sizes must be positive integers and --repeats at least 1")
     return args
-
-
-def repeats_for(size_mib: int, repeats: int) -> int:
-    return max(1, repeats - 1) if size_mib >= FEWER_REPEATS_FROM_MIB else repeats
 
 
 def machine_facts(args: argparse.Namespace) -> dict:
@@ -318,22 +312,10 @@ def plot(results: pd.DataFrame, facts: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(results: pd.DataFrame, summary: pd.DataFrame, facts: dict, out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"storage_throughput{suffix}" for suffix in (".csv", "_summary.csv", "_env.json", ".png")]
-    results.to_csv(paths[0], index=False, float_format="%.4f")
-    summary.to_csv(paths[1], index=False, float_format="%.2f")
-    paths[2].write_text(json.dumps(facts, indent=2) + "\n")
-    plot(results, facts, paths[3])
-    return paths
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     facts = machine_facts(args)
-    for name, value in facts.items():
-        print(f"{name}: {value}")
-    print(flush=True)
+    print_facts(facts)
     root = args.root or Path(tempfile.mkdtemp(prefix="spotsim-bench-emu-"))
     scratch = Path(tempfile.mkdtemp(prefix="spotsim-bench-files-"))
     try:
@@ -344,8 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     summary = summarize(results)
     print_summary(summary)
-    for path in write_reports(results, summary, facts, args.out):
-        print(f"wrote {path}")
+    write_reports("storage_throughput", results, summary, facts, args.out, plot, floats=("%.4f", "%.2f"))
     return 0
 
 

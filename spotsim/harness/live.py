@@ -50,7 +50,7 @@ def run_live(
         started = time.monotonic()
         ends = run.run()
         wall_s = time.monotonic() - started
-    _, attempts = read_run_log(config.out / "events.jsonl")
+    attempts = read_run_log(config.out / "events.jsonl")
     summary = summarize(attempts, config, machine, wall_s=wall_s) | {"run_id": run.run_id, "checkpoint_uri": uri}
     interrupted = bool(ends) and ends[-1].cause == "interrupted"
     summary["interrupted"] = interrupted
@@ -77,12 +77,17 @@ def _contract_env(config: RunConfig, uri: str) -> dict[str, str]:
     return env
 
 
+def store_options(uri: str, env: dict[str, str]) -> dict[str, str]:
+    """``open_store`` options that point a ``gs://`` URI at the emulator ``env`` names, if any."""
+    endpoint = env.get("STORAGE_EMULATOR_HOST")
+    return {"endpoint": endpoint} if endpoint and uri.startswith("gs://") else {}
+
+
 @contextlib.contextmanager
 def _checkpoint_bucket(bucket: str | None, env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
     """(checkpoint URI, extra environment): the user's bucket checked for access, or the embedded emulator."""
     if bucket is not None:
-        endpoint = env.get("STORAGE_EMULATOR_HOST")
-        with open_store(bucket, **({"endpoint": endpoint} if endpoint and bucket.startswith("gs://") else {})) as store:
+        with open_store(bucket, **store_options(bucket, env)) as store:
             store.list("")  # fails now, in one line, if the bucket cannot be reached or read
         yield bucket, env
         return

@@ -116,11 +116,11 @@ class AttemptRecord:
         return next((t for t, s in self.steps if s > self.first_step), None)
 
 
-def read_run_log(path: Path) -> tuple[list[dict], list[AttemptRecord]]:
-    """All events, and the attempts they describe, in order."""
+def read_run_log(path: Path) -> list[AttemptRecord]:
+    """The attempts the run log describes, in order."""
     with open(path, "rb") as f:
         events = [e for line in f if line.strip() and (e := parse_line(line)) is not None]
-    return events, split_attempts(events)
+    return split_attempts(events)
 
 
 def split_attempts(events: list[dict]) -> list[AttemptRecord]:

@@ -21,7 +21,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,6 @@ class Progress:
     crashes: int = 0
     lost_steps: int = 0
     checkpoints: int = 0
-    last_resumed_step: int | None = None
     state: str = "starting"
 
 
@@ -57,7 +56,6 @@ class AttemptEnd:
     attempt: int
     cause: str  # "done" | "preempted" | "crash" | "interrupted"
     exit_code: int
-    signals: list[str] = field(default_factory=list)
 
 
 class LiveRun:
@@ -167,7 +165,7 @@ class LiveRun:
         code = process.returncode
         if signals:
             self.progress.preemptions += 1
-            return AttemptEnd(attempt, "preempted", code, signals)
+            return AttemptEnd(attempt, "preempted", code)
         if self.tail.done_step is not None and code == 0:
             return AttemptEnd(attempt, "done", code)
         return AttemptEnd(attempt, "crash", code)
@@ -211,7 +209,6 @@ class LiveRun:
         if self.tail.read_new():
             p = self.progress
             p.step, p.checkpoints, p.lost_steps = self.tail.last_step or 0, self.tail.checkpoints, self.tail.lost_steps
-            p.last_resumed_step = self.tail.resumed_step
         self.on_progress(self.progress)
 
 

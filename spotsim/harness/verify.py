@@ -30,7 +30,7 @@ from spotsim.cost import Machine
 from spotsim.errors import InvalidOption, SpotsimError
 from spotsim.harness.compare import Difference, artifact_tensors, compare, result_tensors
 from spotsim.harness.config import KillMode, RunConfig
-from spotsim.harness.live import RunOutcome, run_live
+from spotsim.harness.live import RunOutcome, run_live, store_options
 from spotsim.harness.runlog import AttemptRecord, read_run_log
 from spotsim.harness.schedule import Schedule, parse_schedule
 
@@ -95,7 +95,7 @@ def verify(config: VerifyConfig, machine: Machine, *, on_run: Callable[[str], No
         on_run("reference")
         never = parse_schedule("poisson", 0)
         reference = _run(config, "reference", never, bucket_for("reference"), bucket_env, machine)
-        ref_attempts = read_run_log(reference.out / "events.jsonl")[1]
+        ref_attempts = read_run_log(reference.out / "events.jsonl")
         final_step = reference.summary["final_step"]
         saves = sorted({c["step"] for a in ref_attempts for c in a.checkpoints if 0 < c["step"] < final_step})
         ref_result = _result(config, reference, bucket_env)
@@ -109,8 +109,9 @@ def verify(config: VerifyConfig, machine: Machine, *, on_run: Callable[[str], No
             schedule = Schedule("steps", 0.0, steps=kill_steps)
             outcome = _run(config, name, schedule, bucket_for(name), bucket_env, machine)
             difference = compare(ref_result, _result(config, outcome, bucket_env))
-            attempts = read_run_log(outcome.out / "events.jsonl")[1]
-            diagnosis = diagnose(attempts, reference, outcome, bucket_env) if difference or _restarted(attempts) else []
+            attempts = read_run_log(outcome.out / "events.jsonl")
+            restarted = _restarted(attempts)
+            diagnosis = diagnose(restarted, attempts, reference, outcome, bucket_env) if difference or restarted else []
             checks.append(RunCheck(name, kill_steps, str(config.kill), difference, diagnosis))
     verdict = Verdict(final_step, checks)
     (config.out / "verdict.json").write_text(verdict.to_json())
@@ -173,9 +174,8 @@ def _result(config: VerifyConfig, outcome: RunOutcome, bucket_env: dict) -> dict
 
 
 def _open(outcome: RunOutcome, bucket_env: dict) -> CheckpointManager:
-    endpoint = bucket_env.get("STORAGE_EMULATOR_HOST")
     uri = outcome.summary["checkpoint_uri"]
-    return CheckpointManager(uri, store_options={"endpoint": endpoint} if endpoint and uri.startswith("gs://") else {})
+    return CheckpointManager(uri, store_options=store_options(uri, bucket_env))
 
 
 @contextlib.contextmanager
@@ -207,9 +207,12 @@ def _restarted(attempts: list[AttemptRecord]) -> list[str]:
     return found
 
 
-def diagnose(attempts: list[AttemptRecord], reference: RunOutcome, run: RunOutcome, bucket_env: dict) -> list[str]:
-    """Why a run differs from the reference, as far as the run log and the checkpoints tell."""
-    notes = _restarted(attempts)
+def diagnose(
+    restarted: list[str], attempts: list[AttemptRecord], reference: RunOutcome, run: RunOutcome, bucket_env: dict
+) -> list[str]:
+    """Why a run differs from the reference, as far as the run log and the checkpoints tell;
+    ``restarted`` is what :func:`_restarted` found in the run log."""
+    notes = list(restarted)
     resumes = [a.resumed_step for a in attempts if a.started and a.resumed_step]
     try:
         with _open(reference, bucket_env) as ref_manager, _open(run, bucket_env) as run_manager:
