@@ -13,6 +13,13 @@ noise hits both alike:
   SIGKILL (relaunch to the first step after the resume), against a bare process
   that imports torch and spotsim and restores the same checkpoint, timed from
   launch to exit. Target: R ≤ 1.3 × floor.
+* The save watch that lets ``spotsim verify`` kill inside a save, run in this
+  process through ``run_live`` with no preemption, so only its cost shows:
+  ``gs`` (the embedded emulator, direct) against ``gs-proxy`` (the same through
+  the :class:`BucketProxy` every verify run uses), and ``file`` against
+  ``file-polled`` (a :class:`DirectoryWatch` polling the checkpoint directory
+  for the whole run — in verify it polls only from a kill point to the next
+  save, so this is an upper bound). Target: each ≤ 1.03 × its pair.
 
 Writes ``reports/harness_overhead.csv`` (one row per measurement),
 ``reports/harness_overhead_summary.csv`` and ``reports/harness_overhead.png``.
@@ -46,6 +53,7 @@ with CheckpointManager(sys.argv[1]) as manager:
 assert restored is not None and restored.step > 0
 """
 TARGET_HARNESS, TARGET_RESTART = 1.03, 1.3
+WATCH_PAIRS = (("gs-proxy", "gs"), ("file-polled", "file"))
 
 
 def measure_alone(work: Path, steps: int, interval_steps: int) -> float:
@@ -71,15 +79,56 @@ def measure_floor(uri: str) -> float:
     return time.perf_counter() - start
 
 
+def measure_watched(work: Path, method: str, steps: int, interval_steps: int) -> float:
+    """Wall seconds of torch-cnn under ``run_live`` on one of the save-watch set-ups (see the docstring)."""
+    import threading
+
+    from spotsim.cost import load_prices
+    from spotsim.harness import RunConfig, parse_schedule, run_live
+    from spotsim.harness.save_watch import BucketProxy, DirectoryWatch
+    from spotsim.storage.emulator import FakeGcsServer, ensure_bucket
+    from spotsim.workloads import command
+
+    config = RunConfig(tuple(command("torch-cnn", ["--steps", str(steps)])), work / "run",
+                       parse_schedule("poisson", 0), interval_steps=interval_steps)  # fmt: skip
+    machine = load_prices().machine("gcp-t4")
+    if method.startswith("file"):
+        uri, stop = (work / "ckpt").as_uri(), threading.Event()
+        (work / "ckpt").mkdir()
+
+        def poll() -> None:  # what an armed DirectoryWatch does, all run long
+            watch = DirectoryWatch()
+            while not stop.is_set():
+                watch.arm(uri)
+                watch.wait_for_write(0.2)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        if method == "file-polled":
+            poller.start()
+        try:
+            return run_live(config, machine, bucket=uri).summary["wall_s"]
+        finally:
+            stop.set()
+    with FakeGcsServer(work / "emulator") as emulator:
+        ensure_bucket(emulator.url, "bench")
+        if method == "gs":
+            return run_live(config, machine, bucket="gs://bench/run", bucket_env=emulator.env()).summary["wall_s"]
+        with BucketProxy(emulator.url) as proxy:
+            return run_live(config, machine, bucket="gs://bench/run", bucket_env=proxy.env(),
+                            save_watch=proxy).summary["wall_s"]  # fmt: skip
+
+
 def one_repeat(root: Path, repeat: int, args: argparse.Namespace) -> list[dict]:
     rows = []
-    order = ["alone", "harness"] if repeat % 2 == 0 else ["harness", "alone"]
-    for method in order:
+    methods = ["alone", "harness", *(m for pair in WATCH_PAIRS for m in pair)]
+    for method in methods if repeat % 2 == 0 else methods[::-1]:
         work = Path(tempfile.mkdtemp(dir=root))
         if method == "alone":
             seconds = measure_alone(work, args.steps, args.interval_steps)
-        else:
+        elif method == "harness":
             seconds = spotsim_run(work, args.steps, args.interval_steps, "--preempt-rate", "0")["wall_s"]
+        else:
+            seconds = measure_watched(work, method, args.steps, args.interval_steps)
         rows.append({"repeat": repeat, "method": method, "seconds": seconds})
         shutil.rmtree(work)
     # One preemption by SIGKILL halfway through; then the floor restores what that run left behind.
@@ -114,6 +163,7 @@ def main() -> int:
         "harness_vs_alone": medians["harness"] / medians["alone"],
         "restart_s": medians["restart"], "floor_s": medians["floor"],
         "restart_vs_floor": medians["restart"] / medians["floor"],
+        **{f"{watched}_vs_{plain}": medians[watched] / medians[plain] for watched, plain in WATCH_PAIRS},
         "steps": args.steps, "repeats": args.repeats, "cpus": os.cpu_count(),
     }  # fmt: skip
     summary = pd.DataFrame([row])
@@ -122,8 +172,10 @@ def main() -> int:
     summary.to_csv(args.out / "harness_overhead_summary.csv", index=False)
     plot(results, args.out / "harness_overhead.png")
     s = summary.iloc[0]
-    for name, ratio, target in [("harness vs alone", s.harness_vs_alone, TARGET_HARNESS),
-                                ("restart R vs floor", s.restart_vs_floor, TARGET_RESTART)]:  # fmt: skip
+    checks = [("harness vs alone", s.harness_vs_alone, TARGET_HARNESS),
+              ("restart R vs floor", s.restart_vs_floor, TARGET_RESTART),
+              *((f"{w} vs {p}", s[f"{w}_vs_{p}"], TARGET_HARNESS) for w, p in WATCH_PAIRS)]  # fmt: skip
+    for name, ratio, target in checks:
         print(f"{name}: {ratio:.3f}x (target ≤ {target}x: {'met' if ratio <= target else 'NOT met'})")
     return 0
 
@@ -134,9 +186,10 @@ def plot(results: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
     for ax, methods, title in [(axes[0], ["alone", "harness"], "torch-cnn wall time"),
-                               (axes[1], ["floor", "restart"], "restart overhead R vs floor")]:  # fmt: skip
+                               (axes[1], ["floor", "restart"], "restart overhead R vs floor"),
+                               (axes[2], ["gs", "gs-proxy", "file", "file-polled"], "save watch (verify)")]:  # fmt: skip
         data = [results.loc[results.method == m, "seconds"] for m in methods]
         ax.boxplot(data, tick_labels=methods)
         ax.set_title(title, fontsize=10)

@@ -26,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts say "[default: …]" literally
 )
 emulator_app = typer.Typer(
     help="Run the embedded GCS emulator (fake-gcs-server) in the background.", no_args_is_help=True
@@ -107,6 +108,10 @@ def run(
     seed: int = typer.Option(0, help="Seed of the preemption draws."),
     max_preemptions: Optional[int] = typer.Option(None, help="Stop preempting after N preemptions."),
     max_crashes: int = typer.Option(3, help="Give up after N crashes (exits the harness did not cause)."),
+    attempt_timeout: Optional[str] = typer.Option(
+        None, help="Stop an attempt running longer than this (simulated) and count it as a crash."
+    ),
+    local_disk: str = typer.Option("wipe", help="The VM's local disk between attempts: wipe (a new VM) or keep."),
     machine: str = typer.Option(DEFAULT_MACHINE, help="Price-table row(s), e.g. gcp-n1-standard-8+gcp-t4."),
     prices: Optional[Path] = typer.Option(None, help="CSV price table replacing the shipped one."),
     out: Path = typer.Option(Path("spotsim-run"), help="Output directory (events.jsonl, summary.json, timeline.png)."),
@@ -124,13 +129,16 @@ def run(
         interval_s=parse_duration(interval, "--interval") if interval is not None else None,
         interval_steps=interval_steps, kill=KillMode.parse(kill), grace_s=parse_duration(grace, "--grace"),
         restart_delay_s=parse_duration(restart_delay, "--restart-delay"), time_scale=time_scale, seed=seed,
-        max_preemptions=max_preemptions, max_crashes=max_crashes,
+        max_preemptions=max_preemptions, max_crashes=max_crashes, local_disk=local_disk,
+        attempt_timeout_s=parse_duration(attempt_timeout, "--attempt-timeout") if attempt_timeout else None,
     )  # fmt: skip
     signal.signal(signal.SIGTERM, _interrupt)  # a kill of the harness ends the job and the emulator too
     outcome = _run_with_progress(config, chosen, bucket, steps)
     _print_summary(outcome.summary, outcome.out)
     if outcome.interrupted:
         raise typer.Exit(130)
+    if outcome.gave_up:
+        raise InvalidOption(outcome.gave_up)
     if outcome.crash is not None:
         console.print(f"[red]gave up after {outcome.summary['crashes']} crashes: {outcome.crash}[/red]")
         raise typer.Exit(1)
@@ -144,10 +152,23 @@ def verify(
     preemptions: int = typer.Option(3, help="Number of preempted-and-resumed runs compared with the reference."),
     kills_per_run: int = typer.Option(2, help="Preemptions within each of those runs."),
     kill: str = typer.Option("sigkill", help="sigkill | sigterm | mixed:P"),
-    interval_steps: int = typer.Option(100, help="Checkpoint every N steps (SPOTSIM_CHECKPOINT_INTERVAL_STEPS)."),
+    interval: Optional[str] = typer.Option(
+        None, help="Checkpoint interval in real seconds (SPOTSIM_CHECKPOINT_INTERVAL) [default: two or more "
+        "checkpoints within the reference run]."
+    ),
+    interval_steps: Optional[int] = typer.Option(
+        None, help="Checkpoint every N steps (SPOTSIM_CHECKPOINT_INTERVAL_STEPS)."
+    ),
     grace: str = typer.Option("30s", help="SIGTERM → SIGKILL window (real seconds here)."),
     seed: int = typer.Option(0, help="Seed of the kill points."),
-    kill_steps: Optional[str] = typer.Option(None, help="Replay one run's kill points, e.g. 120,480 (from a verdict)."),
+    kill_steps: Optional[str] = typer.Option(
+        None, help="Replay one run's kill points, e.g. 120,480:save (from a verdict; :save = inside the first save "
+        "from that step on)."
+    ),
+    attempt_timeout: Optional[str] = typer.Option(
+        None, help="Stop an attempt running longer than this [reference: 2 h; runs: 3 × the reference, ≥ 60 s]."
+    ),
+    local_disk: str = typer.Option("wipe", help="The VM's local disk between attempts: wipe (a new VM) or keep."),
     artifact: Optional[str] = typer.Option(
         None, help="Compare this file under SPOTSIM_OUTPUT_DIR instead of the final checkpoint."
     ),
@@ -156,7 +177,8 @@ def verify(
     ),
     out: Path = typer.Option(Path("spotsim-verify"), help="Keeps every run, its events, and verdict.json."),
 ) -> None:
-    """Prove the job resumes bit-exactly: exit 0 if every preempted run matches the reference, 1 if not."""
+    """Prove the job resumes bit-exactly: exit 0 resume-correct, 1 not, 2 set-up error, 3 inconclusive (no resume
+    was really tested)."""
     from spotsim.cost import load_prices
     from spotsim.harness import KillMode, parse_duration
     from spotsim.harness.verify import VerifyConfig
@@ -166,31 +188,17 @@ def verify(
     config = VerifyConfig(
         command=tuple(_job_command(ctx.args, workload, steps, command_for)), out=out.absolute(), runs=preemptions,
         kills_per_run=kills_per_run, kill=KillMode.parse(kill), seed=seed, artifact=artifact, bucket=bucket,
-        interval_steps=interval_steps, grace_s=parse_duration(grace, "--grace"),
-        kill_plans=(_steps_list(kill_steps),) if kill_steps else (),
+        interval_s=parse_duration(interval, "--interval") if interval else None, interval_steps=interval_steps,
+        grace_s=parse_duration(grace, "--grace"), kill_plans=(kill_steps,) if kill_steps else (),
+        attempt_timeout_s=parse_duration(attempt_timeout, "--attempt-timeout") if attempt_timeout else None,
+        local_disk=local_disk,
     )  # fmt: skip
-    if interval_steps < 1:
-        raise InvalidOption(f"--interval-steps must be ≥ 1, got {interval_steps}")
     signal.signal(signal.SIGTERM, _interrupt)
     verdict = run_verify(
         config, load_prices().machine(DEFAULT_MACHINE), on_run=lambda name: console.print(f"running {name}…")
     )
-    for check in verdict.checks:
-        where = f"{check.name}: kills at steps {', '.join(map(str, check.kill_steps))} ({check.kill})"
-        if check.difference is None and not check.diagnosis:
-            console.print(f"[green]✓[/green] {where}: identical to the reference")
-            continue
-        what = check.difference.describe() if check.difference else "final result identical, but"
-        console.print(f"[red]✗[/red] {where}: {what}")
-        for note in check.diagnosis:
-            console.print(f"    {note}")
-    console.print(f"wrote {config.out / 'verdict.json'}")
-    if not verdict.ok:
-        console.print("[red]NOT resume-correct[/red]")
-        raise typer.Exit(1)
-    console.print(
-        f"[green]resume-correct[/green]: {len(verdict.checks)} preempted runs match the reference bit for bit"
-    )
+    _print_verdict(verdict, config.out)
+    raise typer.Exit(verdict.exit_code)
 
 
 @app.command()
@@ -256,8 +264,9 @@ def simulate(
     from spotsim.harness import KillMode, parse_duration, parse_schedule
     from spotsim.sim import Job, summarise
     from spotsim.sim import simulate as run_simulation
+    from spotsim.sim.calibration import calibration_from_run
 
-    measured = _calibration(calibrate) if calibrate else {}
+    measured = calibration_from_run(calibrate) if calibrate else {}
     taus = _positive_durations(intervals, "--intervals")
     kill_mode = KillMode.parse(kill)
     c = parse_duration(checkpoint_cost, "--checkpoint-cost") if checkpoint_cost else measured.get("c", 30.0)
@@ -302,6 +311,8 @@ def sweep(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from spotsim.harness import KillMode, parse_duration, parse_schedule
+    from spotsim.harness.config import check_command
+    from spotsim.harness.live import out_dir
     from spotsim.harness.sweep import SweepConfig, run_sweep
     from spotsim.report.sweep_report import write_report
 
@@ -323,17 +334,25 @@ def sweep(
         rates=rate_list, kills=kill_list, repeats=repeats, time_scale=time_scale, grace=grace,
         restart_delay=restart_delay, machine=machine, parallel=parallel, seed=seed,
     )  # fmt: skip
-    config.out.mkdir(parents=True, exist_ok=True)
+    if ctx.args:
+        check_command(tuple(ctx.args))
     total = len(config.grid())
     shown = Console(stderr=True) if as_json else console
-    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=shown) as bar:
-        task = bar.add_task("live runs", total=total)
-        table = run_sweep(config, on_done=lambda point, summary: bar.advance(task))
+    signal.signal(signal.SIGTERM, _interrupt)  # stops the runs and keeps the finished ones, as Ctrl-C does
     delays = {
         "grace_s": parse_duration(grace, "--grace"),
         "restart_delay_s": parse_duration(restart_delay, "--restart-delay"),
     }
-    report = write_report(table, config.out, command="spotsim " + " ".join(sys.argv[1:]), **delays)
+    with out_dir(config.out):
+        bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=shown)
+        try:
+            with bar:
+                task = bar.add_task("live runs", total=total)
+                table = run_sweep(config, on_done=lambda point, summary: bar.advance(task))
+        except KeyboardInterrupt:
+            shown.print(f"interrupted: the runs that finished are in {config.out / 'sweep.csv'}")
+            raise
+        report = write_report(table, config.out, command="spotsim " + " ".join(sys.argv[1:]), **delays)
     if as_json:
         print(table.to_json(orient="records"))
         return
@@ -371,25 +390,6 @@ def _mtbf_s(mtbf: str | None, rate: float | None) -> float:
     return parse_duration(mtbf, "--mtbf")
 
 
-def _calibration(run_dir: Path) -> dict[str, float]:
-    """Step time, C and R (simulated seconds) measured by a live run."""
-    path = run_dir / "summary.json"
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise InvalidOption(f"cannot calibrate from {path}: {e}") from None
-    measured = {}
-    if summary.get("step_time_s"):
-        measured["step"] = summary["step_time_s"]
-    if summary.get("checkpoints"):
-        measured["c"] = summary["checkpoint_blocking_s"] / summary["checkpoints"]
-    if summary.get("restart_overhead_s"):
-        measured["r"] = summary["restart_overhead_s"]
-    if not measured:
-        raise InvalidOption(f"{path} has no step time, checkpoint or restart measurements to calibrate from")
-    return measured
-
-
 def _print_simulation(rows: list[dict], job, schedule: str, machine: str, trials: int) -> None:
     from rich.table import Table
 
@@ -417,18 +417,13 @@ def _print_simulation(rows: list[dict], job, schedule: str, machine: str, trials
     console.print(table)
 
 
-def _steps_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(sorted({int(part) for part in text.split(",")}))
-    except ValueError:
-        raise InvalidOption(f"--kill-steps {text!r} is not a comma-separated list of steps") from None
-
-
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
 def _job_command(args: list[str], workload: str | None, steps: int | None, command_for) -> list[str]:
+    if args and args[0].startswith("-"):
+        raise InvalidOption(f"unknown option {args[0]}: spotsim's options go before `--`, your command after it")
     if args and workload:
         raise InvalidOption("give either --workload NAME or -- CMD ARGS…, not both")
     if args:
@@ -456,6 +451,46 @@ def _run_with_progress(config, machine, bucket, total_steps):
             bar.update(task, completed=p.step, status=status)
 
         return run_live(config, machine, bucket=bucket, on_progress=show)
+
+
+def _print_verdict(verdict, out: Path) -> None:
+    """One line per run (its kills, resumes and outcome), its failures and diagnosis, then the verdict."""
+    mark = {"pass": "[green]✓[/green]", "fail": "[red]✗[/red]", "inconclusive": "[yellow]?[/yellow]"}
+    for cause in verdict.reference_failures:
+        console.print(f"{mark['fail']} {cause}")
+    for check in verdict.checks:
+        kills = ", ".join(
+            f"step {k.step} ({'+'.join(k.signals)}{', inside a save' if k.in_save else ''})" for k in check.kills
+        ) or "none landed"
+        resumes = ", ".join(str(r.step) for r in check.resumes) or "none"
+        what = {"pass": "identical to the reference", "inconclusive": "inconclusive"}.get(
+            check.outcome, check.difference.describe() if check.difference else "NOT resume-correct"
+        )
+        console.print(f"{mark[check.outcome]} {check.name}: kills at {kills}; resumed from {resumes}: {what}")
+        for note in [*check.failures, *check.diagnosis, *check.inconclusive]:
+            console.print(f"    {note}", highlight=False, soft_wrap=True)  # whole lines: CI logs get grepped
+        if check.stderr_tail:
+            console.print("    " + "\n    ".join(check.stderr_tail.strip().splitlines()[-5:]), highlight=False)
+        if check.outcome == "fail":
+            console.print(f"    replay: spotsim verify --kill-steps {check.planned} …", highlight=False)
+    for cause in verdict.reference_inconclusive:
+        console.print(f"{mark['inconclusive']} {cause}", highlight=False)
+    console.print(f"wrote {out / 'verdict.json'}")
+    if verdict.outcome == "fail":
+        console.print("[red]NOT resume-correct[/red]")
+    elif verdict.outcome == "inconclusive":
+        console.print("[yellow]INCONCLUSIVE[/yellow]: no resume was really tested in every run (exit status 3)")
+    else:
+        in_save = sum(c.kills_in_save for c in verdict.checks)
+        console.print(
+            f"[green]resume-correct[/green]: {_count(len(verdict.checks), 'preempted run')} resumed and match the "
+            f"reference bit for bit ({_count(sum(len(c.kills) for c in verdict.checks), 'kill')}, {in_save} inside "
+            "a save)"
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _grace_verdict(preemption: dict) -> str:
@@ -511,13 +546,24 @@ def _print_summary(summary: dict, out: Path) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app()
+        sys.exit(app(standalone_mode=False))  # not standalone: usage errors come here, to be one line too
     except SpotsimError as e:
         print(f"spotsim: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         print("spotsim: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:
+        if not _is_usage_error(e):
+            raise
+        help_only = type(e).__name__ == "NoArgsIsHelpError"  # `spotsim` alone: the help, as click prints it
+        print(e.format_message() if help_only else f"spotsim: error: {e.format_message()}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _is_usage_error(error: Exception) -> bool:
+    """Click's UsageError (bad option, missing value), which typer vendors under a private module."""
+    return any(cls.__name__ == "UsageError" for cls in type(error).__mro__) and hasattr(error, "format_message")
 
 
 if __name__ == "__main__":

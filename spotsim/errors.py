@@ -91,7 +91,13 @@ class JobCrashed(SpotsimError, RuntimeError):
     its exit code (negative: killed by that signal) and the tail of its stderr.
     """
 
-    def __init__(self, attempt: int, exit_code: int, stderr_tail: str) -> None:
+    def __init__(self, attempt: int, exit_code: int, stderr_tail: str, *, timeout_s: float | None = None) -> None:
         self.attempt, self.exit_code, self.stderr_tail = attempt, exit_code, stderr_tail
         last = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else "no stderr"
-        super().__init__(f"attempt {attempt} crashed with exit code {exit_code}: {last}")
+        if timeout_s is not None:
+            what = f"ran past the attempt timeout of {timeout_s:g} s and was stopped"
+        elif exit_code == 0:
+            what = "exited with status 0 without reporting `done` (unfinished, or it never writes the done event)"
+        else:
+            what = f"crashed with exit code {exit_code}"
+        super().__init__(f"attempt {attempt} {what}: {last}")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +50,38 @@ def checkpoint_target(request, tmp_path, emulator):
     if request.param == "file":
         return (tmp_path / "ckpt").as_uri(), {}
     return f"gs://checkpoints/{uuid.uuid4().hex[:12]}", {"endpoint": emulator.url}
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        (directory / "probe").touch()
+    except OSError:
+        return False
+    (directory / "probe").unlink()
+    return True
+
+
+@pytest.fixture
+def unwritable_root(tmp_path):
+    """A read-only directory, even for root; else (say, no chattr and no mount) one that cannot be created.
+
+    The tests run as root, whom chmod does not stop: an immutable flag or a read-only
+    bind mount does. When neither is possible here, the fallback is a root under a
+    regular file, whose creation fails: the same error path, though not a read-only one.
+    """
+    root = tmp_path / "ro"
+    root.mkdir()
+    undo: list[list[str]] = []
+    os.chmod(root, 0o555)
+    for make, unmake in ((["chattr", "+i"], ["chattr", "-i"]), (["mount", "--bind", "-o", "ro", root], ["umount"])):
+        if not _writable(root) or shutil.which(make[0]) is None:
+            continue
+        if subprocess.run([*make, str(root)], capture_output=True).returncode == 0:
+            undo.append([*unmake, str(root)])
+    if _writable(root):
+        (tmp_path / "file").write_bytes(b"")
+        root = tmp_path / "file" / "root"
+    yield root
+    for command in reversed(undo):
+        subprocess.run(command, capture_output=True)
+    os.chmod(tmp_path / "ro", 0o755)

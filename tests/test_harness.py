@@ -85,7 +85,7 @@ def test_sigterm_with_a_long_grace_loses_nothing(tmp_path):
 
 def test_a_grace_period_too_short_for_the_save_is_reported(tmp_path):
     """The torchrun question: the emergency save does not fit a tiny window, so SIGKILL lands."""
-    env = {"TOTAL_STEPS": "200", "STEP_SLEEP": "0.2"}  # a "step" the job finishes before it looks at the flag
+    env = {"TOTAL_STEPS": "30", "STEP_SLEEP": "0.2"}  # a "step" the job finishes before it looks at the flag
     done, summary, _ = spotsim_run(
         tmp_path, "--interval-steps", "1000", "--schedule", "fixed:1", "--grace", "0.05", env=env
     )
@@ -101,8 +101,8 @@ def test_crash_loop_stops_at_max_crashes(tmp_path):
     )
     assert done.returncode == 1
     assert "simulated bug at step 5" in done.stdout
-    assert summary["completed"] is False and summary["crashes"] == 3 and summary["attempts"] == 3
-    assert [e["exit_code"] for e in events if e["event"] == "exit"] == [1, 1, 1]
+    assert summary["completed"] is False and summary["crashes"] == 2 and summary["attempts"] == 2, "gives up after N"
+    assert [e["exit_code"] for e in events if e["event"] == "exit"] == [1, 1]
 
 
 def test_foreign_job_that_writes_events_by_hand_is_measured(tmp_path):
@@ -172,6 +172,12 @@ BAD_INPUT = {
     "bad kill mode": ["--interval", "60", "--kill", "mixed:2"],
     "bad time scale": ["--interval", "60", "--time-scale", "0"],
     "unreachable bucket": ["--interval", "60", "--bucket", "gs://nowhere/run"],
+    "unknown option taken for the command": ["--interval", "60", "--provider", "gcp-spot"],
+    "negative seed": ["--interval", "60", "--seed", "-1"],
+    "zero max crashes": ["--interval", "60", "--max-crashes", "0"],
+    "bad local disk": ["--interval", "60", "--local-disk", "maybe"],
+    "zero attempt timeout": ["--interval", "60", "--attempt-timeout", "0"],
+    "trials as a float": ["--interval", "60", "--seed", "1.5"],
 }
 
 
@@ -216,3 +222,100 @@ def test_tf_cnn_runs_under_the_harness(tmp_path):
     [preemption] = summary["interruptions"]
     assert preemption["emergency_in_grace"] and summary["lost_steps"] == 0 and summary["identity_holds"]
     assert (out / "output" / "model.weights.h5").stat().st_size > 0
+
+
+def one_error_line(done: subprocess.CompletedProcess, says: str) -> None:
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("spotsim: error:") and says in lines[0], done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [(["/nonexistent/cmd"], "command not found or not executable: /nonexistent/cmd"),
+     ([str(JOBS / "watched_loop.py")], "not executable"),  # a script without its execute bit
+     (["no-such-program-anywhere"], "command not found")],
+)  # fmt: skip
+def test_a_command_that_cannot_run_is_one_line(tmp_path, command, says):
+    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--out", str(tmp_path / "o"), "--", *command],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    one_error_line(done, says)
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_out_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "o").write_text("keep me")
+    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--out", str(tmp_path / "o"), "--", sys.executable,
+                           str(JOBS / "watched_loop.py")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    one_error_line(done, "cannot write the output directory")
+    assert (tmp_path / "o").read_text() == "keep me", "nothing already saved is lost"
+
+
+def test_out_on_a_read_only_filesystem_is_one_line(tmp_path, unwritable_root):
+    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--out", str(unwritable_root / "o"), "--",
+                           sys.executable, str(JOBS / "watched_loop.py")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    one_error_line(done, "cannot write the output directory")
+
+
+def test_a_read_only_bucket_is_caught_before_the_first_attempt(tmp_path, unwritable_root):
+    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--bucket", unwritable_root.as_uri(), "--out",
+                           str(tmp_path / "o"), "--", sys.executable, str(JOBS / "watched_loop.py")],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    one_error_line(done, "cannot write to the bucket")
+    assert not (tmp_path / "o" / "attempts").exists(), "no attempt was launched"
+
+
+def test_a_schedule_that_leaves_no_room_stops_with_one_line(tmp_path):
+    """λ = 10⁶/h preempts every attempt within milliseconds: stop after a streak of attempts without a step."""
+    done, summary, _ = spotsim_run(tmp_path, "--interval", "60", "--preempt-rate", "1e6", "--kill", "sigkill")
+    one_error_line(done, "attempts in a row were preempted before computing a step")
+    assert summary is not None and summary["attempts"] == 10 and not summary["completed"]
+
+
+def test_exit_0_without_done_is_reported_as_such(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--max-crashes", "1", "--out", str(out), "--",
+                           sys.executable, "-c", "pass"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "exited with status 0 without reporting `done`" in " ".join(done.stdout.split())
+
+
+UNTRUSTED_JOB = """
+import json, os, sys, time
+with open(os.environ["SPOTSIM_EVENTS"], "a") as f:
+    f.write(json.dumps({"t": time.time(), "event": "start", "attempt": 0, "resumed_step": None}) + "\\n")
+    f.write("not json at all\\n")
+    f.write(json.dumps({"event": "step", "step": 3}) + "\\n")                       # no "t"
+    f.write(json.dumps({"t": time.time(), "event": "checkpoint", "step": "garbage"}) + "\\n")
+    f.write(json.dumps({"t": time.time(), "event": "step", "step": 5}) + "\\n")
+    f.write(json.dumps({"t": time.time(), "event": "step", "step": 6}))             # no newline, then dies
+sys.exit(1)
+"""
+
+
+def test_job_output_is_untrusted_and_never_swallows_the_harness_events(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--max-crashes", "1", "--out", str(out), "--",
+                           sys.executable, "-c", UNTRUSTED_JOB], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]  # every line parses
+    assert [e["event"] for e in events if e["event"] in ("launch", "exit")] == ["launch", "exit"], "exit not lost"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["crashes"] == 1 and summary["checkpoints"] == 0, "a garbage checkpoint is not counted"
+    assert summary["final_step"] == 6, "a whole last line without its newline is still read"
+    malformed = [a for a in summary["anomalies"] if "malformed event" in a]
+    assert len(malformed) == 3, summary["anomalies"]
+    assert (out / "timeline.png").stat().st_size > 10_000
+
+
+def test_a_rerun_into_the_same_out_keeps_nothing_of_the_earlier_run(tmp_path):
+    """An earlier run's model under output/ must never pass for this run's (verify --artifact compares it)."""
+    out = tmp_path / "out"
+    (out / "output").mkdir(parents=True)
+    (out / "output" / "model.npz").write_bytes(b"from an earlier run")
+    (out / "summary.json").write_text("{}")
+    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--max-crashes", "1", "--out", str(out), "--",
+                           sys.executable, "-c", "pass"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert not (out / "output" / "model.npz").exists()
+    assert json.loads((out / "summary.json").read_text())["attempts"] == 1

@@ -55,3 +55,59 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args):
     assert done.returncode == 2, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("spotsim: error:") and "Traceback" not in done.stderr
+
+
+# -- no stale results -------------------------------------------------------------------------------
+
+KILLS_ITS_HARNESS = """
+import os, signal, time
+os.kill(os.getppid(), signal.SIGKILL)  # the run dies before it writes a summary (as if OOM-killed)
+time.sleep(30)
+"""
+
+
+def test_a_sweep_never_reuses_results_left_in_out(tmp_path):
+    """An earlier sweep's summary.json must never become a row of a later one, nor a failed sweep a success."""
+    out, tmp = tmp_path / "sweep", tmp_path / "tmp"  # a run killed outright leaves its temporary directories
+    tmp.mkdir()
+    env = os.environ | {"TOTAL_STEPS": "60", "STEP_SLEEP": "0.01", "TMPDIR": str(tmp)}
+    grid = ["--intervals", "5s", "--rates", "0", "--repeats", "1", "--out", str(out)]
+
+    def sweep_with(*job: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*SPOTSIM, "sweep", *grid, "--", *job], env=env, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+
+    def one_error_line(done: subprocess.CompletedProcess) -> str:
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "wrote" not in done.stdout and "Traceback" not in done.stderr, done.stdout + done.stderr
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("spotsim: error:"), done.stderr
+        return lines[0]
+
+    done = sweep_with(sys.executable, str(JOB))
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = pd.read_csv(out / "sweep.csv")
+    assert table["final_step"].tolist() == [60]
+    before = (out / "sweep.csv").read_bytes(), (out / "sweep.csv").stat().st_mtime_ns
+
+    # A command that does not exist: refused up front, the old table left as it was, not rewritten as a success.
+    assert "/nonexistent/cmd" in one_error_line(sweep_with("/nonexistent/cmd"))
+    assert ((out / "sweep.csv").read_bytes(), (out / "sweep.csv").stat().st_mtime_ns) == before
+
+    # A run that dies without writing a summary, next to the summary an earlier sweep left: a failure, not a row.
+    [run_dir] = (out / "runs").iterdir()
+    stale = json.loads((run_dir / "summary.json").read_text()) | {"final_step": 999999}
+    (run_dir / "summary.json").write_text(json.dumps(stale))
+    killer = tmp_path / "kills_its_harness.py"
+    killer.write_text(KILLS_ITS_HARNESS)
+    line = one_error_line(sweep_with(sys.executable, str(killer)))
+    assert f"run {run_dir.name} failed" in line, line
+    assert "999999" not in (out / "sweep.csv").read_text(), "the stale summary became a row"
+    assert not (run_dir / "summary.json").exists()
+
+    # A successful sweep over a planted summary: the row is the new run's.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps(stale))
+    done = sweep_with(sys.executable, str(JOB))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert pd.read_csv(out / "sweep.csv")["final_step"].tolist() == [60]

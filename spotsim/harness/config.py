@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from spotsim.errors import InvalidOption
 from spotsim.harness.schedule import Schedule
 
 KILL_MODES = ("sigterm", "sigkill", "mixed")
+LOCAL_DISK_MODES = ("wipe", "keep")
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,14 @@ class RunConfig:
     seed: int = 0
     max_preemptions: int | None = None
     max_crashes: int = 3
+    attempt_timeout_s: float | None = None  # an attempt running longer is stopped and counted as a crash
+    local_disk: str = "wipe"  # the VM's local disk between attempts: wiped (a new VM) or kept (a stopped one)
     step_event_interval_s: float = 0.05  # real seconds; lost work is measured to within this
 
     def __post_init__(self) -> None:
         if not self.command:
             raise InvalidOption("no training command: give --workload NAME or -- CMD ARGS…")
+
         if self.interval_s is None and self.interval_steps is None:
             raise InvalidOption("give a checkpoint interval: --interval SECONDS and/or --interval-steps N")
         _check(
@@ -85,7 +90,13 @@ class RunConfig:
         )
         _check(_positive(self.time_scale), f"--time-scale must be > 0, got {self.time_scale}")
         _check(self.max_preemptions is None or self.max_preemptions >= 0, "--max-preemptions must be ≥ 0")
-        _check(self.max_crashes >= 0, f"--max-crashes must be ≥ 0, got {self.max_crashes}")
+        _check(self.max_crashes >= 1, f"--max-crashes must be ≥ 1, got {self.max_crashes}")
+        _check(self.seed >= 0, f"--seed must be ≥ 0, got {self.seed}")
+        _check(
+            self.attempt_timeout_s is None or _positive(self.attempt_timeout_s),
+            f"--attempt-timeout must be > 0, got {self.attempt_timeout_s}",
+        )
+        _check(self.local_disk in LOCAL_DISK_MODES, f"--local-disk must be wipe or keep, got {self.local_disk!r}")
 
     @property
     def real_interval_s(self) -> float | None:
@@ -99,3 +110,9 @@ def _positive(value: float) -> bool:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise InvalidOption(message)
+
+
+def check_command(command: tuple[str, ...]) -> None:
+    """The command must exist and be executable here, before any attempt is counted."""
+    if shutil.which(command[0]) is None:
+        raise InvalidOption(f"command not found or not executable: {command[0]}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -13,12 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spotsim.cost import Machine
-from spotsim.errors import SpotsimError
-from spotsim.harness.config import RunConfig
+from spotsim.errors import InvalidOption, SpotsimError
+from spotsim.harness.config import RunConfig, check_command
 from spotsim.harness.runlog import read_run_log
 from spotsim.harness.runner import LiveRun, Progress
+from spotsim.harness.save_watch import SaveWatch
 from spotsim.harness.summary import summarize
 from spotsim.storage import open_store
+
+DEFAULT_BUCKET = "spotsim-runs"
+LOCK_NAME = ".spotsim.lock"
 
 
 @dataclass
@@ -27,6 +33,7 @@ class RunOutcome:
     out: Path
     crash: SpotsimError | None
     interrupted: bool
+    gave_up: str | None = None  # why the run stopped early, other than a crash loop
 
 
 def run_live(
@@ -35,38 +42,48 @@ def run_live(
     *,
     bucket: str | None = None,
     bucket_env: dict[str, str] | None = None,
+    save_watch: SaveWatch | None = None,
     on_progress: Callable[[Progress], None] = lambda p: None,
 ) -> RunOutcome:
     """Run ``config`` against ``bucket`` (default: a fresh prefix on the embedded emulator) and write
     ``events.jsonl``, ``summary.json`` and ``timeline.png`` under ``config.out``.
 
     ``bucket_env`` is extra environment for the job (and the bucket check), e.g. the
-    ``STORAGE_EMULATOR_HOST`` of an emulator the caller runs."""
-    config.out.mkdir(parents=True, exist_ok=True)
-    (config.out / "events.jsonl").unlink(missing_ok=True)  # a rerun into the same directory starts a new log
-    with _checkpoint_bucket(bucket, bucket_env or {}) as (uri, store_env):
+    ``STORAGE_EMULATOR_HOST`` of an emulator the caller runs; ``save_watch`` sees saves
+    being written, for kill points inside a save."""
+    check_command(config.command)
+    with out_dir(config.out), _checkpoint_bucket(bucket, bucket_env or {}) as (uri, store_env):
+        _clear_outputs(config.out)
         env = os.environ | store_env | _contract_env(config, uri)
-        run = LiveRun(config, env, on_progress=on_progress)
-        started = time.monotonic()
-        ends = run.run()
-        wall_s = time.monotonic() - started
-    attempts = read_run_log(config.out / "events.jsonl")
-    summary = summarize(attempts, config, machine, wall_s=wall_s) | {"run_id": run.run_id, "checkpoint_uri": uri}
-    interrupted = bool(ends) and ends[-1].cause == "interrupted"
-    summary["interrupted"] = interrupted
-    (config.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    from spotsim.report import plot_timeline
+        with tempfile.TemporaryDirectory(prefix="spotsim-vm-disk-") as disk:
+            run = LiveRun(config, env, local_disk=Path(disk) / "local", save_watch=save_watch, on_progress=on_progress)
+            started = time.monotonic()
+            ends = run.run()
+            wall_s = time.monotonic() - started
+        attempts = read_run_log(config.out / "events.jsonl")
+        summary = summarize(attempts, config, machine, wall_s=wall_s) | {"run_id": run.run_id, "checkpoint_uri": uri}
+        interrupted = bool(ends) and ends[-1].cause == "interrupted"
+        summary["interrupted"] = interrupted
+        (config.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        from spotsim.report import plot_timeline
 
-    title = f"{' '.join(config.command[-3:])} · {config.schedule.describe()} · kill {config.kill}"
-    plot_timeline(attempts, config.out / "timeline.png", time_scale=config.time_scale, title=title)
-    crash = run.crash if ends and ends[-1].cause == "crash" else None
-    return RunOutcome(summary, config.out, crash, interrupted)
+        title = f"{' '.join(config.command[-3:])} · {config.schedule.describe()} · kill {config.kill}"
+        plot_timeline(attempts, summary["interruptions"], config.out / "timeline.png", time_scale=config.time_scale,
+                      title=title)  # fmt: skip
+    crash = run.crash if ends and ends[-1].cause in ("crash", "timeout") else None
+    return RunOutcome(summary, config.out, crash, interrupted, run.gave_up)
+
+
+def _clear_outputs(out: Path) -> None:
+    """A rerun into the same directory starts afresh: nothing of an earlier run may pass for this one's."""
+    for name in ("events.jsonl", "summary.json", "timeline.png"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "output", ignore_errors=True)
 
 
 def _contract_env(config: RunConfig, uri: str) -> dict[str, str]:
     env = {
         "SPOTSIM_CHECKPOINT_URI": uri,
-        "SPOTSIM_EVENTS": str((config.out / "events.jsonl").absolute()),
         "SPOTSIM_OUTPUT_DIR": str((config.out / "output").absolute()),
         "SPOTSIM_STEP_EVENT_INTERVAL": str(config.step_event_interval_s),
     }
@@ -84,14 +101,43 @@ def store_options(uri: str, env: dict[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def out_dir(path: Path) -> Iterator[Path]:
+    """Hold ``path`` as this command's output directory: created, writable, and locked against a second
+    spotsim command writing into it at the same time (the lock dies with the process)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        lock = open(path / LOCK_NAME, "w")
+    except OSError as e:
+        raise InvalidOption(f"cannot write the output directory {path}: {e.strerror or e}") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InvalidOption(f"another spotsim command is writing to {path}; wait for it or pick another --out") from None
+        yield path
+
+
+@contextlib.contextmanager
 def _checkpoint_bucket(bucket: str | None, env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
-    """(checkpoint URI, extra environment): the user's bucket checked for access, or the embedded emulator."""
+    """(checkpoint URI, extra environment): the user's bucket checked for writing, or the embedded emulator."""
     if bucket is not None:
-        with open_store(bucket, **store_options(bucket, env)) as store:
-            store.list("")  # fails now, in one line, if the bucket cannot be reached or read
+        check_writable(bucket, env)
         yield bucket, env
         return
-    from spotsim.storage.emulator import FakeGcsServer
+    from spotsim.storage.emulator import FakeGcsServer, ensure_bucket
 
     with tempfile.TemporaryDirectory(prefix="spotsim-bucket-") as root, FakeGcsServer(Path(root)) as emulator:
-        yield f"gs://spotsim-runs/{uuid.uuid4().hex[:12]}", emulator.env() | env
+        ensure_bucket(emulator.url, DEFAULT_BUCKET)  # a job using the plain client expects the bucket to exist
+        yield f"gs://{DEFAULT_BUCKET}/{uuid.uuid4().hex[:12]}", emulator.env() | env
+
+
+def check_writable(bucket: str, env: dict[str, str]) -> None:
+    """Write and delete a probe object, so a read-only or unreachable bucket fails now, in one line,
+    not as a job that crash-loops."""
+    probe = f"spotsim-write-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        with open_store(bucket, **store_options(bucket, env)) as store:
+            store.put_bytes(probe, b"")
+            store.delete(probe)
+    except (SpotsimError, OSError) as e:
+        raise InvalidOption(f"cannot write to the bucket {bucket}: {e}") from None

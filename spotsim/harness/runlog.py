@@ -1,20 +1,28 @@
-"""Reading the run log (``events.jsonl``): live, as it grows, and whole, attempt by attempt.
+"""Reading the run log (``events.jsonl``): the job's events as they arrive, and the whole log, attempt by attempt.
 
-The log interleaves the harness's own events (``run``, ``launch``, ``signal``,
-``exit``, ``restart_delay``) with the job's (``start``, ``step``, ``checkpoint``,
-``done``). The job's events between a ``launch`` and its ``exit`` belong to that
-attempt: the harness writes ``launch`` before starting the process and ``exit``
-after reaping it, and every line is appended whole.
+The harness is the only writer of ``events.jsonl``. Each attempt appends its
+own events to ``attempts/attempt-N.events.jsonl`` (its ``SPOTSIM_EVENTS``);
+the harness reads that file as it grows (:class:`JobEventReader`), checks each
+event against the contract, and copies the valid ones into the run log next to
+its own (``run``, ``launch``, ``signal``, ``save_write``, ``exit``,
+``restart_delay``). So a job that dies mid-line, or writes garbage, can never
+swallow or corrupt a harness event: job output is untrusted input, and a bad
+line becomes a ``malformed`` event that the summary lists as an anomaly.
+
+The job's events between a ``launch`` and its ``exit`` belong to that attempt.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+MAX_QUOTED = 120  # characters of a malformed line kept in its anomaly
 
 
 def parse_line(line: bytes | str) -> dict | None:
@@ -30,13 +38,76 @@ def parse_line(line: bytes | str) -> dict | None:
     return event
 
 
-class RunLogTail:
-    """Follow the run log as it grows, keeping the figures the live display needs."""
+def _is_step(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_duration(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def contract_problem(event: object) -> str | None:
+    """Why a job's event breaks the contract (None when it is valid)."""
+    if not isinstance(event, dict):
+        return "not a JSON object"
+    name, t = event.get("event"), event.get("t")
+    if not isinstance(name, str):
+        return 'no "event" name'
+    if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)):
+        return f'{name} event without a numeric "t"'
+    if name in ("step", "checkpoint", "done") and not _is_step(event.get("step")):
+        return f'{name} event whose "step" is not a whole number ≥ 0: {event.get("step")!r}'
+    if name == "start" and not (event.get("resumed_step") is None or _is_step(event.get("resumed_step"))):
+        return f'start event whose "resumed_step" is not a step or null: {event.get("resumed_step")!r}'
+    if name == "checkpoint":
+        bad = [k for k in ("blocking_s", "persist_s") if k in event and not _is_duration(event[k])]
+        if bad:
+            return f"checkpoint event with a {bad[0]} that is not a duration ≥ 0: {event[bad[0]]!r}"
+    return None
+
+
+class JobEventReader:
+    """Follow one attempt's events file as it grows: whole lines only, each checked against the contract."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._offset = 0
         self._partial = b""
+
+    def read_new(self, *, final: bool = False) -> tuple[list[dict], list[str]]:
+        """(valid events, problems) appended since the last call. ``final``: the job has exited, so an
+        unterminated last line is read too (a complete object without its newline is accepted)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            chunk = b""
+        self._offset += len(chunk)
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        if final and self._partial.strip():
+            lines.append(self._partial)
+            self._partial = b""
+        events, problems = [], []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+                problem = contract_problem(event)
+            except ValueError:
+                problem = "not JSON"
+            if problem is None:
+                events.append(event)
+            else:
+                problems.append(f"{problem}: {line[:MAX_QUOTED].decode(errors='replace')!r}")
+        return events, problems
+
+
+class RunLogTail:
+    """The figures the live display and the kill decisions need, fed event by event as they arrive."""
+
+    def __init__(self) -> None:
         self.last_step: int | None = None
         self.resumed_step: int | None = None
         self.done_step: int | None = None
@@ -44,40 +115,23 @@ class RunLogTail:
         self.lost_steps = 0
         self.attempt: int | None = None  # the attempt whose start event came last
 
-    def read_new(self) -> bool:
-        """Consume lines appended since the last call; return whether there were any."""
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            return False
-        if not chunk:
-            return False
-        self._offset += len(chunk)
-        *lines, self._partial = (self._partial + chunk).split(b"\n")
-        for line in lines:
-            if line.strip() and (event := parse_line(line)) is not None:
-                self._apply(event)
-        return True
-
-    def _apply(self, event: dict) -> None:
+    def apply(self, event: dict) -> None:
         kind = event["event"]
         if kind == "launch":
             self.done_step, self.attempt = None, None
         elif kind == "start":
             resumed = event.get("resumed_step")
             self.attempt = event.get("attempt")
-            if event.get("attempt", 0) > 0 and self.last_step is not None:
-                self.lost_steps += self.last_step - (resumed or 0)
+            if self.last_step is not None:
+                self.lost_steps += max(0, self.last_step - (resumed or 0))
             self.resumed_step = resumed
             self.last_step = resumed or 0
-        elif kind == "step" and isinstance(event.get("step"), int):
+        elif kind == "step":
             self.last_step = event["step"]
         elif kind == "checkpoint":
             self.checkpoints += 1
         elif kind == "done":
-            self.done_step = event.get("step")
+            self.done_step = event["step"]
 
 
 @dataclass
@@ -95,6 +149,9 @@ class AttemptRecord:
     steps: list[tuple[float, int]] = field(default_factory=list)
     checkpoints: list[dict] = field(default_factory=list)
     signals: list[tuple[float, str]] = field(default_factory=list)
+    kill: dict | None = None  # the first signal event: when, at which step, inside a save or not
+    malformed: list[str] = field(default_factory=list)  # job events that broke the contract
+    stops: list[str] = field(default_factory=list)  # why the harness stopped it other than a preemption
     done_step: int | None = None
     delay_s: float = 0.0
     capacity_wait_s: float = 0.0
@@ -139,7 +196,12 @@ def split_attempts(events: list[dict]) -> list[AttemptRecord]:
             current.exit_t, current.exit_code, current.cause = t, e.get("exit_code"), e.get("cause")
         elif kind == "signal":
             current.signals.append((t, e.get("signal", "?")))
-        elif kind == "start":
+            current.kill = current.kill or e
+        elif kind == "malformed":
+            current.malformed.append(str(e.get("problem", "?")))
+        elif kind == "stop":
+            current.stops.append(str(e.get("reason", "?")))
+        elif kind == "start" and not current.started:
             current.started, current.resumed_step = True, e.get("resumed_step")
         elif kind == "step" and isinstance(e.get("step"), int):
             current.steps.append((t, e["step"]))

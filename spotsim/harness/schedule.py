@@ -13,8 +13,10 @@ seeded generator, so a run is reproducible from ``--seed``.
   attempt i lives as long as the i-th run of availability, and waits for the
   gap of unavailability after it before the next VM exists.
 - ``steps:N1,N2,…``: attempt i is preempted as soon as it reports step N(i+1)
-  (or its first step after the resume, if it resumed past it). This is how
-  ``spotsim verify`` places kills over a job's progress, inside saves included.
+  (or its first step after the resume, if it resumed past it). ``N:save``
+  instead waits, from step N on, for the first write of a save to the
+  checkpoint location and preempts the attempt while that write is in flight
+  (:mod:`spotsim.harness.save_watch`). This is how ``spotsim verify`` places kills.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Lifetime:
     uptime_s: float | None
     capacity_wait_s: float = 0.0
     at_step: int | None = None
+    in_save: bool = False  # preempt inside the first save that starts from ``at_step`` on
 
 
 @dataclass
@@ -46,10 +49,13 @@ class Schedule:
     shape: float = 1.0
     times_s: tuple[float, ...] = ()
     steps: tuple[int, ...] = ()
+    in_save: tuple[bool, ...] = ()  # per entry of ``steps``
     trace: Trace | None = None
     _rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0), repr=False)
 
     def seed(self, seed: int) -> Schedule:
+        if seed < 0:
+            raise InvalidSchedule(f"--seed must be ≥ 0, got {seed}")
         self._rng = np.random.default_rng(seed)
         return self
 
@@ -57,7 +63,7 @@ class Schedule:
         if self.kind == "fixed":
             return "fixed:" + ",".join(f"{t:g}" for t in self.times_s)
         if self.kind == "steps":
-            return "steps:" + ",".join(str(n) for n in self.steps)
+            return "steps:" + format_kill_points(self.steps, self.in_save)
         if self.kind == "trace":
             return f"trace:{self.trace.source}"
         rate = f" at {self.rate_per_hour:g}/h"
@@ -67,7 +73,9 @@ class Schedule:
         if self.kind == "fixed":
             return Lifetime(self.times_s[attempt] if attempt < len(self.times_s) else None)
         if self.kind == "steps":
-            return Lifetime(None, at_step=self.steps[attempt] if attempt < len(self.steps) else None)
+            if attempt >= len(self.steps):
+                return Lifetime(None)
+            return Lifetime(None, at_step=self.steps[attempt], in_save=bool(self.in_save and self.in_save[attempt]))
         if self.kind == "trace":
             runs = self.trace.lifetimes()
             if attempt >= len(runs):
@@ -78,7 +86,8 @@ class Schedule:
         mean_s = 3600.0 / self.rate_per_hour
         if self.kind == "poisson":
             return Lifetime(float(self._rng.exponential(mean_s)))
-        scale = mean_s / math.gamma(1 + 1 / self.shape)  # so the mean uptime is 1/λ whatever the shape
+        # so the mean uptime is 1/λ whatever the shape; ln Γ, as Γ itself overflows for shapes below ~0.006
+        scale = math.exp(math.log(mean_s) - math.lgamma(1 + 1 / self.shape))
         return Lifetime(float(scale * self._rng.weibull(self.shape)))
 
 
@@ -101,15 +110,29 @@ def parse_schedule(text: str, rate_per_hour: float, *, trace_invert: bool = Fals
         times = tuple(_positive(t, "fixed preemption time", allow_duration=True) for t in arg.split(","))
         return Schedule("fixed", rate_per_hour, times_s=times)
     if kind == "steps":
-        steps = tuple(int(_positive(n, "preemption step")) for n in arg.split(","))
-        if any(float(n) != int(float(n)) for n in arg.split(",")):
-            raise InvalidSchedule(f"preemption steps must be whole numbers, got {arg!r}")
-        return Schedule("steps", rate_per_hour, steps=steps)
+        steps, in_save = parse_kill_points(arg)
+        return Schedule("steps", rate_per_hour, steps=steps, in_save=in_save)
     if kind == "trace" and arg:
         return Schedule("trace", rate_per_hour, trace=load_trace(arg, invert=trace_invert))
     raise InvalidSchedule(
         f"unknown schedule {text!r}; use poisson, weibull:SHAPE, fixed:T1,T2,…, steps:N1,N2,… or trace:FILE"
     )
+
+
+def parse_kill_points(text: str) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """``120,480:save`` → ((120, 480), (False, True)): kill at step 120, then inside the first save from step 480."""
+    steps, in_save = [], []
+    for item in text.split(","):
+        number, _, suffix = item.strip().partition(":")
+        if suffix not in ("", "save") or not number.isdigit() or int(number) < 1:
+            raise InvalidSchedule(f"kill points are steps ≥ 1, each optionally followed by ':save'; got {item!r}")
+        steps.append(int(number))
+        in_save.append(suffix == "save")
+    return tuple(steps), tuple(in_save)
+
+
+def format_kill_points(steps: tuple[int, ...], in_save: tuple[bool, ...]) -> str:
+    return ",".join(f"{n}:save" if saved else str(n) for n, saved in zip(steps, in_save or (False,) * len(steps)))
 
 
 def parse_duration(text: str, what: str) -> float:

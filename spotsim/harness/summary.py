@@ -50,7 +50,8 @@ def summarize(attempts: list[AttemptRecord], config: RunConfig, machine: Machine
         "final_step": final_step,
         "attempts": len(attempts),
         "preemptions": len(preemptions),
-        "crashes": sum(1 for x in interruptions if x["cause"] == "crash"),
+        "crashes": sum(1 for x in interruptions if x["cause"] in ("crash", "timeout")),
+        "timeouts": sum(1 for x in interruptions if x["cause"] == "timeout"),
         "lost_steps": lost_steps,
         "lost_time_s": lost_time_real * k,
         "steps_computed": steps_computed,
@@ -90,7 +91,7 @@ def _interruption(attempt: AttemptRecord, following: AttemptRecord | None, grace
     nothing: it loses 0 steps, and the attempt before it is charged against the
     next attempt that did start.
     """
-    if attempt.cause not in ("preempted", "crash"):
+    if attempt.cause not in ("preempted", "crash", "timeout"):
         return None
     resumed = following.first_step if following is not None else None
     notice = attempt.signals[0] if attempt.signals else None
@@ -124,7 +125,13 @@ def _anomalies(attempts: list[AttemptRecord], interruptions: list[dict]) -> list
         for x in interruptions if x["lost_steps"] is not None and x["lost_steps"] < 0
     ]  # fmt: skip
     if attempts and attempts[0].started and attempts[0].first_step != 0:
-        found.append(f"the first attempt resumed from step {attempts[0].first_step}: the bucket held an older run")
+        found.append(
+            f"the first attempt resumed from step {attempts[0].first_step}: its state outlived the bucket prefix "
+            "(a leftover run, or a checkpoint outside SPOTSIM_CHECKPOINT_URI)"
+        )
+    for a in attempts:
+        found += [f"attempt {a.attempt} wrote a malformed event ({problem})" for problem in a.malformed]
+        found += [f"attempt {a.attempt} was stopped by the harness: {reason}" for reason in a.stops]
     return found
 
 

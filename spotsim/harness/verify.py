@@ -1,26 +1,33 @@
 """``spotsim verify``: prove a training job resumes bit-exactly, and say what it forgot when it does not.
 
-One uninterrupted *reference* run, then N runs preempted at steps drawn over
-the reference's progress (some exactly at its checkpoint steps, so the kill
-lands inside a save), each with a fresh bucket prefix and output directory.
-Every run's final result must equal the reference's bit for bit: by default
-the final checkpoint's tensors, with ``artifact`` a file the job writes under
-``SPOTSIM_OUTPUT_DIR``.
+One uninterrupted *reference* run, then N runs preempted at kill points drawn
+over the reference's progress, each with a fresh bucket prefix, output
+directory and local disk. A third of the kill points land *inside a save*:
+the harness watches the checkpoint location and kills while the first write of
+a save is in flight (:mod:`spotsim.harness.save_watch`). Every run is judged
+from its run log first (:mod:`spotsim.harness.verdict`: the kills that landed,
+the resumes that happened, wrong resumes), then its final result must equal
+the reference's bit for bit: by default the final checkpoint's tensors, with
+``artifact`` a file the job writes under ``SPOTSIM_OUTPUT_DIR``.
 
-When a run differs, :func:`diagnose` says where it went wrong: an attempt that
-restarted from step 0 although a checkpoint existed; the first checkpoint at
-which the run left the reference and which parts of the state differ there;
-and which kinds of state the job never put in its checkpoints.
+Checkpoint interval: given (``interval_s`` real seconds and/or
+``interval_steps``), or chosen so the reference makes at least two checkpoints
+before its end: the reference runs with :data:`PROBE_INTERVAL_S`, and if that
+left fewer than two, once more at a quarter of its measured training time (the
+two uninterrupted runs must then agree, or the job is not deterministic).
+
+When a run differs, :func:`diagnose` says where it went wrong: the first
+checkpoint at which the run left the reference and which parts of the state
+differ there, and which kinds of state the job never put in its checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,41 +35,25 @@ import numpy as np
 from spotsim.checkpoint import CheckpointManager
 from spotsim.cost import Machine
 from spotsim.errors import InvalidOption, SpotsimError
-from spotsim.harness.compare import Difference, artifact_tensors, compare, result_tensors
-from spotsim.harness.config import KillMode, RunConfig
-from spotsim.harness.live import RunOutcome, run_live, store_options
+from spotsim.harness.compare import artifact_tensors, compare, result_tensors
+from spotsim.harness.config import LOCAL_DISK_MODES, KillMode, RunConfig, check_command
+from spotsim.harness.live import RunOutcome, out_dir, run_live, store_options
 from spotsim.harness.runlog import AttemptRecord, read_run_log
-from spotsim.harness.schedule import Schedule, parse_schedule
+from spotsim.harness.save_watch import BucketProxy, DirectoryWatch, SaveWatch
+from spotsim.harness.schedule import Schedule, format_kill_points, parse_kill_points, parse_schedule
+from spotsim.harness.verdict import RunCheck, Verdict, first_attempt_failures, observed, resume_failures, untested
 
 KEEP_EVERY_CHECKPOINT = "1000000"  # so a divergence can be located checkpoint by checkpoint
 # Kinds of state a resume needs, as TorchState/TFState name them; absent ones are reported.
 EXPECTED_PARTS = {"optimizer": "optimizer", "rng": "RNG", "data": "data position"}
+PROBE_INTERVAL_S = 10.0  # real seconds: the reference's first interval when none is given
+MIN_CHECKPOINTS = 2  # in the reference before its final step, so kills can be followed by resumes
+REFERENCE_TIMEOUT_S = 7200.0  # real seconds an uninterrupted reference attempt may take by default
+RUN_TIMEOUT_FACTOR, RUN_TIMEOUT_MIN_S = 3.0, 60.0  # a preempted run's attempts: 3 × the reference, ≥ 60 s
 
 
 class VerifySetupError(SpotsimError):
-    """The check could not run: the reference run failed, or a run did not finish."""
-
-
-@dataclass(frozen=True)
-class RunCheck:
-    name: str
-    kill_steps: tuple[int, ...]
-    kill: str
-    difference: Difference | None
-    diagnosis: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Verdict:
-    reference_steps: int
-    checks: list[RunCheck]
-
-    @property
-    def ok(self) -> bool:
-        return all(c.difference is None and not c.diagnosis for c in self.checks)
-
-    def to_json(self) -> str:
-        return json.dumps({"ok": self.ok, **asdict(self)}, indent=2, default=str) + "\n"
+    """The check could not run: the reference run failed, or there is nothing to compare."""
 
 
 @dataclass(frozen=True)
@@ -75,102 +66,252 @@ class VerifyConfig:
     seed: int = 0
     artifact: str | None = None
     bucket: str | None = None
+    interval_s: float | None = None  # real seconds; with interval_steps None too, chosen from the reference
     interval_steps: int | None = None
     grace_s: float = 30.0
-    kill_plans: tuple[tuple[int, ...], ...] = ()  # given kill steps per run, instead of drawn ones
+    kill_plans: tuple[str, ...] = ()  # given kill points per run ("120,480:save"), instead of drawn ones
+    attempt_timeout_s: float | None = None  # default: REFERENCE_TIMEOUT_S, then a multiple of the reference
+    local_disk: str = "wipe"
+    emulator_url: str | None = None  # a running GCS emulator to use instead of starting one (with bucket None)
 
     def __post_init__(self) -> None:
-        if any(not plan or min(plan) < 1 for plan in self.kill_plans):
-            raise InvalidOption("each kill plan needs one or more steps ≥ 1")
+        if self.bucket is not None and self.emulator_url is not None:
+            raise InvalidOption("give a bucket or an emulator URL, not both")
+        for plan in self.kill_plans:
+            parse_kill_points(plan)  # raises InvalidSchedule, an InvalidOption, with the reason
         if self.runs < 1 or self.kills_per_run < 1:
             raise InvalidOption("--preemptions and --kills-per-run must be at least 1")
         if self.artifact is not None and (Path(self.artifact).is_absolute() or ".." in Path(self.artifact).parts):
             raise InvalidOption(f"--artifact {self.artifact!r} must be a path relative to SPOTSIM_OUTPUT_DIR")
+        if self.interval_s is not None and not self.interval_s > 0:
+            raise InvalidOption(f"--interval must be > 0, got {self.interval_s}")
+        if self.interval_steps is not None and self.interval_steps < 1:
+            raise InvalidOption(f"--interval-steps must be ≥ 1, got {self.interval_steps}")
+        if self.seed < 0:
+            raise InvalidOption(f"--seed must be ≥ 0, got {self.seed}")
+        if self.attempt_timeout_s is not None and not self.attempt_timeout_s > 0:
+            raise InvalidOption(f"--attempt-timeout must be > 0, got {self.attempt_timeout_s}")
+        if self.local_disk not in LOCAL_DISK_MODES:
+            raise InvalidOption(f"--local-disk must be wipe or keep, got {self.local_disk!r}")
+
+
+@dataclass
+class Reference:
+    """The uninterrupted run every preempted run is compared with."""
+
+    outcome: RunOutcome
+    attempts: list[AttemptRecord]
+    result: dict[str, np.ndarray]
+    interval_s: float | None
+    interval_steps: int | None
+
+    @property
+    def final_step(self) -> int:
+        return self.outcome.summary["final_step"]
+
+    @property
+    def committed_by(self) -> list[int]:
+        """For each checkpoint before the final step: the step the job had reached when it reported it
+        (by then the checkpoint was surely committed)."""
+        steps = [(t, s) for a in self.attempts for t, s in a.steps]
+        return [
+            max((s for t, s in steps if t <= c["t"]), default=c["step"])
+            for a in self.attempts for c in a.checkpoints if 0 < c["step"] < self.final_step
+        ]  # fmt: skip
+
+    def describe_interval(self) -> str:
+        parts = [f"{self.interval_s:.3g} s" if self.interval_s else "", f"{self.interval_steps} steps" if
+                 self.interval_steps else ""]  # fmt: skip
+        return " or ".join(p for p in parts if p)
+
+
+@dataclass
+class Buckets:
+    """Where each run checkpoints, the environment its job gets, and the watch that sees saves."""
+
+    uri_for: Callable[[str], str]
+    env: dict[str, str]
+    watch: SaveWatch | None
 
 
 def verify(config: VerifyConfig, machine: Machine, *, on_run: Callable[[str], None] = lambda name: None) -> Verdict:
-    """Run the reference and the preempted runs; compare; diagnose."""
+    """Run the reference and the preempted runs; judge each; compare; diagnose. Writes ``verdict.json``."""
     rng = np.random.default_rng(config.seed)
-    with _buckets(config) as (bucket_for, bucket_env):
-        on_run("reference")
-        never = parse_schedule("poisson", 0)
-        reference = _run(config, "reference", never, bucket_for("reference"), bucket_env, machine)
-        ref_attempts = read_run_log(reference.out / "events.jsonl")
-        final_step = reference.summary["final_step"]
-        saves = sorted({c["step"] for a in ref_attempts for c in a.checkpoints if 0 < c["step"] < final_step})
-        ref_result = _result(config, reference, bucket_env)
-        checks = []
-        plans = config.kill_plans or [
-            draw_kill_steps(rng, final_step, saves, config.kills_per_run) for _ in range(config.runs)
-        ]
-        for i, kill_steps in enumerate(plans):
-            name = f"run-{i + 1}"
-            on_run(f"{name} (kills at steps {', '.join(map(str, kill_steps))})")
-            schedule = Schedule("steps", 0.0, steps=kill_steps)
-            outcome = _run(config, name, schedule, bucket_for(name), bucket_env, machine)
-            difference = compare(ref_result, _result(config, outcome, bucket_env))
-            attempts = read_run_log(outcome.out / "events.jsonl")
-            restarted = _restarted(attempts)
-            diagnosis = diagnose(restarted, attempts, reference, outcome, bucket_env) if difference or restarted else []
-            checks.append(RunCheck(name, kill_steps, str(config.kill), difference, diagnosis))
-    verdict = Verdict(final_step, checks)
-    (config.out / "verdict.json").write_text(verdict.to_json())
+    check_command(config.command)
+    with out_dir(config.out), _buckets(config) as buckets:
+        if buckets.watch is None and any(":save" in plan for plan in config.kill_plans):
+            raise InvalidOption("kills inside saves need the embedded emulator or a file:// bucket, not a real bucket")
+        reference, notes = _reference(config, buckets, machine, on_run)
+        verdict = Verdict(reference.final_step, [], reference.describe_interval(), *notes)
+        if not notes[0] and not notes[1]:
+            plans = config.kill_plans or [
+                draw_kill_points(rng, reference, config.kills_per_run, in_save=buckets.watch is not None)
+                for _ in range(config.runs)
+            ]
+            for i, plan in enumerate(plans):
+                name = f"run-{i + 1}"
+                on_run(f"{name} (kill points {plan})")
+                verdict.checks.append(_check_run(config, name, plan, reference, buckets, machine))
+        (config.out / "verdict.json").write_text(verdict.to_json())
     return verdict
 
 
-def draw_kill_steps(rng: np.random.Generator, final_step: int, saves: list[int], count: int) -> tuple[int, ...]:
-    """``count`` distinct kill steps in [1, final_step): a third of them on checkpoint steps (inside a save)."""
-    if final_step < 2:
-        raise VerifySetupError(f"the reference run completed only {final_step} step(s): too few to preempt")
-    steps: set[int] = set()
-    while len(steps) < min(count, final_step - 1):
-        if saves and rng.random() < 1 / 3:
-            steps.add(int(rng.choice(saves)))
-        else:
-            steps.add(int(rng.integers(1, final_step)))
-    return tuple(sorted(steps))
+def draw_kill_points(rng: np.random.Generator, reference: Reference, count: int, *, in_save: bool) -> str:
+    """``count`` kill points over the reference's progress, after its first checkpoint was surely committed
+    (an earlier kill only restarts from scratch, which proves nothing); a third inside saves when the
+    checkpoint location can be watched."""
+    final = reference.final_step
+    committed = reference.committed_by
+    earliest = min(committed) + 1 if committed else 1
+    if final - earliest < 1:
+        earliest = 1
+    in_save = in_save and bool(committed)  # a job that reports no checkpoint may never save: kill at steps
+    points: dict[int, bool] = {}
+    while len(points) < min(count, final - earliest):
+        points.setdefault(int(rng.integers(earliest, final)), in_save and rng.random() < 1 / 3)
+    steps = tuple(sorted(points))
+    return format_kill_points(steps, tuple(points[s] for s in steps))
 
 
-# -- one run ----------------------------------------------------------------------
+# -- the reference ----------------------------------------------------------------------
 
 
-def _run(
-    config: VerifyConfig, name: str, schedule: Schedule, bucket: str, bucket_env: dict, machine: Machine
-) -> RunOutcome:
-    run_config = RunConfig(
-        command=config.command, out=config.out / name, schedule=schedule,
-        interval_s=None if config.interval_steps else 3600.0, interval_steps=config.interval_steps,
-        kill=config.kill, grace_s=config.grace_s, seed=config.seed, max_crashes=0,
-        step_event_interval_s=0.0,
-    )  # fmt: skip
-    outcome = run_live(
-        run_config, machine, bucket=bucket, bucket_env=bucket_env | {"SPOTSIM_CHECKPOINT_KEEP": KEEP_EVERY_CHECKPOINT}
-    )
-    if outcome.interrupted:
-        raise KeyboardInterrupt
+def _reference(
+    config: VerifyConfig, buckets: Buckets, machine: Machine, on_run: Callable[[str], None]
+) -> tuple[Reference, tuple[list[str], list[str]]]:
+    """The reference run, with an interval that gives it checkpoints to resume from; and what it already
+    shows: (failures, inconclusive causes)."""
+    auto = config.interval_s is None and config.interval_steps is None
+    interval_s = PROBE_INTERVAL_S if auto else config.interval_s
+    on_run("reference")
+    reference = _reference_run(config, "reference", interval_s, buckets, machine)
+    if failures := first_attempt_failures(reference.attempts):
+        return reference, ([f"reference: {f}" for f in failures], [])
+    if not any(a.steps for a in reference.attempts):
+        return reference, ([], [
+            'the job reports no step events, so kills cannot be placed: write {"event": "step", "step": N} to '
+            "$SPOTSIM_EVENTS as it trains (see the contract), or use spotsim's CheckpointManager"
+        ])  # fmt: skip
+    if auto and len(reference.committed_by) < MIN_CHECKPOINTS:
+        span = _training_span(reference.attempts)
+        on_run(f"reference again, checkpointing every {span / 4:.3g} s (a quarter of its {span:.3g} s of training)")
+        first, reference = reference, _reference_run(config, "reference-2", max(span / 4, 0.01), buckets, machine)
+        if failures := first_attempt_failures(reference.attempts):
+            return reference, ([f"reference-2: {f}" for f in failures], [])
+        if (difference := compare(first.result, reference.result)) is not None:
+            return reference, ([], [
+                f"two uninterrupted runs ended differently ({difference.describe()}): the job is not deterministic, "
+                "so a resume cannot be judged bit for bit; seed every RNG and use deterministic kernels"
+            ])  # fmt: skip
+    if reference.attempts[0].checkpoints and not reference.committed_by:
+        return reference, ([], [
+            f"the reference committed no checkpoint before its final step {reference.final_step}, so no kill can be "
+            "followed by a resume: lower the interval (--interval / --interval-steps)"
+        ])  # fmt: skip
+    return reference, ([], [])
+
+
+def _reference_run(
+    config: VerifyConfig, name: str, interval_s: float | None, buckets: Buckets, machine: Machine
+) -> Reference:
+    timeout = config.attempt_timeout_s or REFERENCE_TIMEOUT_S
+    never = parse_schedule("poisson", 0)
+    outcome = _run(config, name, never, buckets, machine, interval_s=interval_s, timeout_s=timeout)
     if not outcome.summary["completed"]:
         why = f": {outcome.crash}" if outcome.crash else ""
         raise VerifySetupError(f"the {name} run did not complete{why} (see {outcome.out / 'attempts'})")
+    result = _result(config, outcome, buckets.env)
+    if isinstance(result, str):
+        raise VerifySetupError(result)
+    attempts = read_run_log(outcome.out / "events.jsonl")
+    return Reference(outcome, attempts, result, interval_s, config.interval_steps)
+
+
+def _training_span(attempts: list[AttemptRecord]) -> float:
+    """Real seconds from the first step event to the last event of the (single) attempt."""
+    a = attempts[0]
+    first = a.steps[0][0] if a.steps else a.launch_t
+    return max((a.exit_t or first) - first, 0.0)
+
+
+# -- one preempted run ----------------------------------------------------------------
+
+
+def _check_run(
+    config: VerifyConfig, name: str, plan: str, reference: Reference, buckets: Buckets, machine: Machine
+) -> RunCheck:
+    steps, in_save = parse_kill_points(plan)
+    schedule = Schedule("steps", 0.0, steps=steps, in_save=in_save)
+    timeout = config.attempt_timeout_s or max(RUN_TIMEOUT_MIN_S, RUN_TIMEOUT_FACTOR * reference.outcome.summary["wall_s"])
+    outcome = _run(config, name, schedule, buckets, machine, interval_s=reference.interval_s, timeout_s=timeout)
+    attempts = read_run_log(outcome.out / "events.jsonl")
+    kills, resumes = observed(attempts)
+    check = RunCheck(name, plan, str(config.kill), kills, resumes)
+    check.failures = resume_failures(attempts, reference.final_step)
+    if outcome.crash is not None:
+        check.failures.append(_crash_failure(outcome, kills))
+        check.stderr_tail = outcome.crash.stderr_tail
+    elif outcome.summary["completed"]:
+        result = _result(config, outcome, buckets.env)
+        if isinstance(result, str):
+            check.failures.append(result)
+        else:
+            check.difference = compare(reference.result, result)
+    if check.failures or check.difference is not None:
+        check.diagnosis = diagnose(attempts, reference.outcome, outcome, buckets.env) if outcome.summary[
+            "completed"] else []  # fmt: skip
+    else:
+        committed = reference.committed_by
+        check.inconclusive = untested(kills, resumes, plan, min(committed) if committed else None)
+    return check
+
+
+def _crash_failure(outcome: RunOutcome, kills: list) -> str:
+    """A crash in a preempted run is the job's bug (most often a torn checkpoint it cannot load)."""
+    crash = outcome.crash
+    before = [k for k in kills if k.attempt < crash.attempt]
+    if not before:
+        return f"{crash} (before any kill: the job is not reliable even uninterrupted)"
+    last = before[-1]
+    where = f"inside a save (writing {last.write})" if last.in_save else f"at step {last.step}"
+    return f"{crash} — after the kill of attempt {last.attempt} {where}: a checkpoint the job cannot resume from"
+
+
+def _run(
+    config: VerifyConfig, name: str, schedule: Schedule, buckets: Buckets, machine: Machine, *,
+    interval_s: float | None, timeout_s: float,
+) -> RunOutcome:  # fmt: skip
+    run_config = RunConfig(
+        command=config.command, out=config.out / name, schedule=schedule,
+        interval_s=interval_s, interval_steps=config.interval_steps,
+        kill=config.kill, grace_s=config.grace_s, seed=config.seed, max_crashes=1,
+        attempt_timeout_s=timeout_s, local_disk=config.local_disk, step_event_interval_s=0.0,
+    )  # fmt: skip
+    env = buckets.env | {"SPOTSIM_CHECKPOINT_KEEP": KEEP_EVERY_CHECKPOINT}
+    outcome = run_live(run_config, machine, bucket=buckets.uri_for(name), bucket_env=env, save_watch=buckets.watch)
+    if outcome.interrupted:
+        raise KeyboardInterrupt
     return outcome
 
 
-def _result(config: VerifyConfig, outcome: RunOutcome, bucket_env: dict) -> dict[str, np.ndarray]:
-    """What the run produced: its artifact's tensors, or its final checkpoint's."""
+def _result(config: VerifyConfig, outcome: RunOutcome, bucket_env: dict) -> dict[str, np.ndarray] | str:
+    """What the run produced (its artifact's tensors, or its final checkpoint's), or why there is nothing."""
     if config.artifact is not None:
         path = outcome.out / "output" / config.artifact
         if not path.is_file():
-            raise VerifySetupError(f"the job wrote no {config.artifact} under SPOTSIM_OUTPUT_DIR ({path})")
+            return f"the {outcome.out.name} run wrote no {config.artifact} under SPOTSIM_OUTPUT_DIR ({path})"
         return artifact_tensors(path)
-    restored = _open(outcome, bucket_env).restore_latest()
+    try:
+        restored = _open(outcome, bucket_env).restore_latest()
+    except SpotsimError as e:
+        return f"the final checkpoint of the {outcome.out.name} run cannot be read: {e}"
     if restored is None:
-        raise VerifySetupError(
-            f"{outcome.out.name} left no spotsim checkpoint to compare; pass --artifact for a job that does not "
-            "checkpoint with spotsim's CheckpointManager"
+        return (
+            f"the {outcome.out.name} run left no spotsim checkpoint to compare; pass --artifact for a job that does "
+            "not checkpoint with spotsim's CheckpointManager"
         )
     tensors = result_tensors(restored.state)
-    if not tensors:
-        raise VerifySetupError(f"the final checkpoint of {outcome.out.name} holds no tensors to compare")
-    return tensors
+    return tensors or f"the final checkpoint of the {outcome.out.name} run holds no tensors to compare"
 
 
 def _open(outcome: RunOutcome, bucket_env: dict) -> CheckpointManager:
@@ -179,40 +320,32 @@ def _open(outcome: RunOutcome, bucket_env: dict) -> CheckpointManager:
 
 
 @contextlib.contextmanager
-def _buckets(config: VerifyConfig) -> Iterator[tuple[Callable[[str], str], dict[str, str]]]:
-    """A fresh prefix per run: under ``--bucket``, or on one embedded emulator that outlives the runs."""
+def _buckets(config: VerifyConfig) -> Iterator[Buckets]:
+    """A fresh prefix per run: under ``--bucket``, or on one emulator (``emulator_url``'s, or an embedded one
+    that outlives the runs), behind the proxy that sees saves being written."""
     tag = uuid.uuid4().hex[:8]
     if config.bucket is not None:
-        yield (lambda name: f"{config.bucket.rstrip('/')}/verify-{tag}/{name}"), {}
+        watch = DirectoryWatch() if config.bucket.startswith("file://") else None
+        yield Buckets(lambda name: f"{config.bucket.rstrip('/')}/verify-{tag}/{name}", {}, watch)
         return
-    from spotsim.storage.emulator import FakeGcsServer
+    from spotsim.storage.emulator import FakeGcsServer, ensure_bucket
 
-    with tempfile.TemporaryDirectory(prefix="spotsim-verify-") as root, FakeGcsServer(Path(root)) as emulator:
-        yield (lambda name: f"gs://spotsim-verify/{tag}/{name}"), emulator.env()
+    with contextlib.ExitStack() as stack:
+        url = config.emulator_url
+        if url is None:
+            root = stack.enter_context(tempfile.TemporaryDirectory(prefix="spotsim-verify-"))
+            url = stack.enter_context(FakeGcsServer(Path(root))).url
+        ensure_bucket(url, "spotsim-verify")
+        with BucketProxy(url) as proxy:
+            yield Buckets(lambda name: f"gs://spotsim-verify/{tag}/{name}", proxy.env(), proxy)
 
 
 # -- diagnosis ----------------------------------------------------------------------
 
 
-def _restarted(attempts: list[AttemptRecord]) -> list[str]:
-    """Attempts that started from scratch although an earlier attempt had committed a checkpoint."""
-    found, saved = [], None
-    for a in attempts:
-        if a.started and a.attempt > 0 and not a.resumed_step and saved:
-            found.append(
-                f"attempt {a.attempt} restarted from step 0 although step {saved} was checkpointed "
-                "→ checkpoint not found or not loaded"
-            )
-        saved = max([saved or 0, *(c["step"] for c in a.checkpoints)]) or saved
-    return found
-
-
-def diagnose(
-    restarted: list[str], attempts: list[AttemptRecord], reference: RunOutcome, run: RunOutcome, bucket_env: dict
-) -> list[str]:
-    """Why a run differs from the reference, as far as the run log and the checkpoints tell;
-    ``restarted`` is what :func:`_restarted` found in the run log."""
-    notes = list(restarted)
+def diagnose(attempts: list[AttemptRecord], reference: RunOutcome, run: RunOutcome, bucket_env: dict) -> list[str]:
+    """Why a run differs from the reference, as far as its checkpoints tell (spotsim checkpoints only)."""
+    notes: list[str] = []
     resumes = [a.resumed_step for a in attempts if a.started and a.resumed_step]
     try:
         with _open(reference, bucket_env) as ref_manager, _open(run, bucket_env) as run_manager:

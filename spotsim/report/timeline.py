@@ -7,9 +7,13 @@ from pathlib import Path
 from spotsim.harness.runlog import AttemptRecord
 
 
-def plot_timeline(attempts: list[AttemptRecord], path: Path, *, time_scale: float, title: str) -> None:
+def plot_timeline(
+    attempts: list[AttemptRecord], interruptions: list[dict], path: Path, *, time_scale: float, title: str
+) -> None:
     """Steps against simulated time: one line per attempt, checkpoints as dots, kills as red marks,
-    and the lost segment of each interruption (steps computed twice) shaded."""
+    and the lost segment of each interruption (steps computed twice) shaded.
+
+    ``interruptions`` are the summary's records: the plot draws the summary's lost work, never its own."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,6 +27,7 @@ def plot_timeline(attempts: list[AttemptRecord], path: Path, *, time_scale: floa
     def x(t: float) -> float:
         return (t - t0) / hours
 
+    lost = {x["attempt"]: x for x in interruptions if (x.get("lost_steps") or 0) > 0}
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for i, a in enumerate(attempts):
         color = f"C{i % 10}"
@@ -32,10 +37,9 @@ def plot_timeline(attempts: list[AttemptRecord], path: Path, *, time_scale: floa
                    edgecolors="black", linewidths=0.5, zorder=3)  # fmt: skip
         for t, name in a.signals:
             ax.axvline(x(t), color="red", lw=1, ls="-" if name == "SIGKILL" else ":")
-        following = attempts[i + 1] if i + 1 < len(attempts) else None
-        if a.cause in ("preempted", "crash") and following is not None and following.started:
-            ax.axhspan(following.first_step, a.last_step, xmin=0, xmax=1, color="red", alpha=0.06)
-            ax.annotate(f"lost {a.last_step - following.first_step}", (x(a.exit_t or a.launch_t), a.last_step),
+        if (record := lost.get(a.attempt)) is not None:
+            ax.axhspan(record["resumed_step"], record["last_step"], xmin=0, xmax=1, color="red", alpha=0.06)
+            ax.annotate(f"lost {record['lost_steps']}", (x(a.exit_t or a.launch_t), record["last_step"]),
                         fontsize=7, color="red", xytext=(3, 3), textcoords="offset points")  # fmt: skip
     ax.set_xlabel(f"simulated hours (time scale K = {time_scale:g})")
     ax.set_ylabel("completed steps")

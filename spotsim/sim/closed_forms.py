@@ -9,7 +9,8 @@ W work to do.
 - The expected wall time of the renewal model with exponential preemptions,
   restarts only after a failure and failures possible during restarts too
   (Daly 2006, eq. 11): T(τ) = M·e^{R/M}·(e^{(τ+C)/M} − 1)·W/τ. The waste
-  fraction at τ is 1 − W/T.
+  fraction at τ is 1 − W/T. T is computed through ln T, because e^{(τ+C)/M}
+  overflows a float as soon as C or R is a few hundred times M.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import math
 from dataclasses import dataclass
 
 from spotsim.errors import InvalidOption
+
+# At the best interval, an expected wall time this many times the work means the
+# job never finishes in practice (waste > 99.9999 %): no interval is worth printing.
+HOPELESS_WALL_OVER_WORK = 1e6
 
 
 @dataclass(frozen=True)
@@ -43,22 +48,45 @@ def daly_interval(c: float, m: float) -> float:
     return math.sqrt(2 * c * m) * (1 + math.sqrt(x) / 3 + x / 9) - c
 
 
-def expected_wall_s(tau: float, c: float, m: float, r: float = 0.0, work_s: float = 1.0) -> float:
-    """T(τ) of the renewal model for ``work_s`` seconds of work (exact for exponential preemptions)."""
+def log_expected_wall(tau: float, c: float, m: float, r: float = 0.0, work_s: float = 1.0) -> float:
+    """ln T(τ): finite where T itself overflows a float."""
     _check(c, m)
-    if tau <= 0:
+    if not tau > 0:
         raise InvalidOption(f"the interval must be > 0, got {tau}")
-    return m * math.exp(r / m) * math.expm1((tau + c) / m) * work_s / tau
+    x = (tau + c) / m
+    log_expm1 = x + math.log1p(-math.exp(-x)) if x > 1 else math.log(math.expm1(x))  # ln(e^x − 1)
+    return math.log(m) + r / m + log_expm1 + math.log(work_s / tau)
+
+
+def expected_wall_s(tau: float, c: float, m: float, r: float = 0.0, work_s: float = 1.0) -> float:
+    """T(τ) of the renewal model for ``work_s`` seconds of work (exact for exponential preemptions), or inf."""
+    log_t = log_expected_wall(tau, c, m, r, work_s)
+    return math.exp(log_t) if log_t < 709 else math.inf
 
 
 def waste_fraction(tau: float, c: float, m: float, r: float = 0.0) -> float:
     """The share of wall time that is not useful work: 1 − W/T(τ)."""
-    return 1.0 - 1.0 / expected_wall_s(tau, c, m, r)
+    return -math.expm1(-log_expected_wall(tau, c, m, r))
 
 
 def optimum(c: float, m: float, r: float = 0.0) -> Optimum:
+    """Young's, Daly's and the exact interval, with the waste of each.
+
+    Raises:
+        InvalidOption: even the best interval leaves the job practically never
+            finishing (C or R far beyond M): a table of ~100 % wastes would hide that.
+    """
     young, daly = young_interval(c, m), daly_interval(c, m)
-    exact = _minimise(lambda t: expected_wall_s(t, c, m, r), lo=1e-6 * m, hi=10 * m + 10 * c)
+    # The optimum lies below both √(2CM) and M (for C ≪ M it is just under √(2CM)).
+    exact = _minimise(lambda t: log_expected_wall(t, c, m, r), lo=1e-3 * min(young, m), hi=10 * m + 10 * c)
+    log10_ratio = log_expected_wall(exact, c, m, r) / math.log(10)
+    if not log10_ratio < math.log10(HOPELESS_WALL_OVER_WORK):
+        times = f"about 10^{log10_ratio:.0f}" if log10_ratio < 1e4 else "more than 10^10000"
+        raise InvalidOption(
+            f"no checkpoint interval lets this job finish: with C = {c:g} s and R = {r:g} s against a mean time "
+            f"between preemptions M = {m:g} s, even the best interval ({exact:.3g} s) expects a wall time {times} "
+            "times the work; C and R must be well below M"
+        )
     wastes = [waste_fraction(t, c, m, r) for t in (young, daly, exact)]
     return Optimum(young, daly, exact, *wastes)
 

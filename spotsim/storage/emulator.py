@@ -18,11 +18,13 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from spotsim.errors import EmulatorError, EmulatorUnavailable, MissingDependency
 
@@ -159,11 +161,16 @@ class FakeGcsServer:
             "-external-url", self.url, "-log-level", "error",
         ]  # fmt: skip
         if self.detach:
-            with open(self.root.parent / "emulator.log", "ab") as log_file:
+            with _open_log(self.root.parent / "emulator.log") as log_file:
                 return subprocess.Popen(
                     args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True
                 )
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        from spotsim.lifeline import die_with_parent
+
+        return subprocess.Popen(  # it dies with its owner, even one killed by SIGKILL
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent(),
+        )  # fmt: skip
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT_S
@@ -234,10 +241,20 @@ class DockerFakeGcsServer:
 
 
 def _make_root(root: Path) -> None:
+    """Create ``root`` and prove it writable: on a read-only root the server starts, then fails every write."""
     try:
         root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
     except OSError as e:
-        raise EmulatorError(f"cannot use {root} as the emulator's data directory: {e.strerror}") from e
+        raise EmulatorError(f"cannot use {root} as the emulator's data directory: {e.strerror or e}") from e
+
+
+def _open_log(path: Path) -> BinaryIO:
+    try:
+        return open(path, "ab")
+    except OSError as e:
+        raise EmulatorError(f"cannot write the emulator's log {path}: {e.strerror or e}") from e
 
 
 def docker_engine_check() -> None:
@@ -288,8 +305,12 @@ def start_daemon(root: Path | None = None, port: int = DEFAULT_PORT) -> tuple[Da
         return state, False
     server = FakeGcsServer(root, port=port, detach=True).start()
     state = DaemonState(pid=server.process.pid, url=server.url, root=str(server.root))
-    _state_file().parent.mkdir(parents=True, exist_ok=True)
-    _state_file().write_text(json.dumps(asdict(state)))
+    try:
+        _state_file().parent.mkdir(parents=True, exist_ok=True)
+        _state_file().write_text(json.dumps(asdict(state)))
+    except OSError as e:  # unrecorded, `emulator stop` could not find it: do not leave it running
+        server.stop()
+        raise EmulatorError(f"cannot record the emulator's state in {_state_file()}: {e.strerror or e}") from e
     return state, True
 
 

@@ -125,7 +125,7 @@ def _translated(method):
         except (requests.ConnectionError, requests.Timeout) as e:
             raise StoreUnavailable(f"cannot reach {self.endpoint} for {self.uri}: {e}") from e
         except api_exceptions.GoogleAPICallError as e:
-            raise StoreError(f"{self.uri}: {key!r}: {e.code} {e.message}") from e
+            raise StoreError(f"{self.uri}: {key!r}: {e.code} {_one_line(e.message)}") from e
 
     return wrapper
 
@@ -428,19 +428,41 @@ class GCSStore(Store):
         return [future.result() for future in futures]
 
     def _open_bucket(self, create: bool) -> None:
+        """Load (or create) the bucket; this first request is also where a wrong endpoint shows.
+
+        Raises:
+            BucketNotFound, StoreAccessDenied, StoreUnavailable, or StoreError (also
+            when the endpoint is some other HTTP server, e.g. a mistyped STORAGE_EMULATOR_HOST).
+        """
         try:
-            self._bucket.reload(retry=OPEN_RETRY, timeout=5)
-        except api_exceptions.NotFound as e:
-            if not create:
-                raise BucketNotFound(f"bucket gs://{self._bucket.name} does not exist at {self.endpoint}") from e
             try:
-                self._client.create_bucket(self._bucket.name, retry=OPEN_RETRY)
-            except api_exceptions.Conflict:
-                pass  # created by a concurrent opener
+                self._bucket.reload(retry=OPEN_RETRY, timeout=5)
+            except api_exceptions.NotFound as e:
+                if not _speaks_json(e):
+                    raise  # any web server says 404: only a JSON one is GCS saying "no bucket"
+                if not create:
+                    raise BucketNotFound(f"bucket gs://{self._bucket.name} does not exist at {self.endpoint}") from e
+                try:
+                    self._client.create_bucket(self._bucket.name, retry=OPEN_RETRY)
+                except api_exceptions.Conflict:
+                    pass  # created by a concurrent opener
         except api_exceptions.RetryError as e:
             raise StoreUnavailable(f"cannot reach {self.endpoint} for {self.uri}: {e.cause}") from e
-        except (api_exceptions.Forbidden, api_exceptions.Unauthorized, auth_exceptions.RefreshError) as e:
+        except auth_exceptions.RefreshError as e:
             raise StoreAccessDenied(f"{self.uri}: access denied: {e}") from e
+        except api_exceptions.GoogleAPICallError as e:
+            if not _speaks_json(e):
+                kind = e.response.headers.get("Content-Type") or "no content type"
+                raise self._not_gcs(f"HTTP {e.code}, {kind}") from e
+            if isinstance(e, (api_exceptions.Forbidden, api_exceptions.Unauthorized)):
+                raise StoreAccessDenied(f"{self.uri}: access denied: {e}") from e
+            raise StoreError(f"{self.uri}: cannot open the bucket: {e.code} {_one_line(e.message)}") from e
+        except ValueError as e:  # a success whose body is not JSON
+            raise self._not_gcs("a success that is not JSON") from e
+
+    def _not_gcs(self, answer: str) -> StoreError:
+        hint = ": point STORAGE_EMULATOR_HOST (or endpoint=) at a GCS emulator" if self.emulated else ""
+        return StoreError(f"{self.endpoint} does not answer like a GCS JSON API ({answer}) for {self.uri}{hint}")
 
     def _credentials(self):
         if self.emulated:
@@ -506,6 +528,18 @@ def _fill(raw, chunk: memoryview, name: str) -> None:
         if not got:
             raise ConnectionError(f"connection closed early while reading {name!r}")
         filled += got
+
+
+def _speaks_json(error: api_exceptions.GoogleAPICallError) -> bool:
+    """Whether an HTTP error came with a JSON body, as every GCS JSON API error does (unknown: assume so)."""
+    response = getattr(error, "response", None)
+    return response is None or "json" in response.headers.get("Content-Type", "")
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """An error body (maybe a whole HTML page) as one short line."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _raise_for_status(resp: requests.Response) -> None:

@@ -1,0 +1,124 @@
+"""Jobs spotsim did not write (``tests/jobs/``), each with the verdict ``spotsim verify`` or ``spotsim run`` must give.
+
+Every job follows the contract by hand with numpy and, on ``gs://``, the plain google-cloud-storage
+client. A pass must mean a resume was tested and came out identical; a job whose resume was never
+tested is inconclusive (exit 3); a wrong resume fails (exit 1) with the anomaly in words, even when
+the final tensors happen to match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+JOBS = Path(__file__).parent / "jobs"
+SPOTSIM = [sys.executable, "-m", "spotsim.cli"]
+FAST = {"TOTAL_STEPS": "120", "STEP_SLEEP": "0.008"}
+
+
+def verify(tmp_path: Path, job: str, *args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    cmd = [*SPOTSIM, "verify", "--artifact", "model.npz", *args, "--out", str(tmp_path / "v"), "--",
+           sys.executable, str(JOBS / job)]  # fmt: skip
+    done = subprocess.run(
+        cmd, env=os.environ | FAST | {"COLUMNS": "300"} | (env or {}), capture_output=True, text=True, timeout=300
+    )
+    path = tmp_path / "v" / "verdict.json"
+    return done, json.loads(path.read_text()) if path.exists() else {}
+
+
+# (job, verify options, extra env, exit status, words the output must hold)
+CASES = {
+    "plain client, correct": ("plain_gcs_job.py", ["--preemptions", "2"], {}, 0, "resume-correct"),
+    "plain client, SIGTERM": ("plain_gcs_job.py", ["--preemptions", "1", "--kill", "sigterm"], {}, 0,
+                              "resume-correct"),
+    "no step events": ("no_step_events.py", [], {}, 3, "the job reports no step events, so kills cannot be placed"),
+    "no checkpoint before the kill": ("step_interval_only.py", ["--interval-steps", "100", "--preemptions", "1"],
+                                      {"TOTAL_STEPS": "48"}, 3, "no checkpoint was committed before any kill"),
+    "fixed local path": ("fixed_local_dir.py", ["--preemptions", "1"], {}, 1,
+                         "the first attempt of a fresh run resumed from step 120"),
+    "stale-counter SIGTERM handler": ("stale_sigterm_handler.py", ["--kill", "sigterm", "--kill-steps", "60"], {}, 1,
+                                      "emergency checkpoint is of step 0 but it had reached step"),
+    "repeats an epoch": ("repeats_an_epoch.py", ["--kill-steps", "50"], {}, 1,
+                         "the run ended at step 240, the reference at step 200"),
+    "resumes behind its last checkpoint": ("resume_behind.py", ["--interval-steps", "20", "--kill-steps", "90"], {}, 1,
+                                           "resumed from step 60, below step 80"),
+    "torn in-place save on gs://": ("inplace_save.py", ["--interval-steps", "20", "--kill-steps", "50:save"], {}, 1,
+                                    "corrupt checkpoint"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("job", "args", "env", "status", "says"), CASES.values(), ids=CASES.keys())
+def test_verdict(tmp_path, job, args, env, status, says):
+    if job == "fixed_local_dir.py":
+        env = env | {"FIXED_CKPT_DIR": str(tmp_path / "fixed")}
+    done, verdict = verify(tmp_path, job, *args, env=env)
+    assert done.returncode == status, done.stdout + done.stderr
+    assert says in done.stdout, done.stdout
+    assert "Traceback" not in done.stderr
+    assert verdict["outcome"] == {0: "pass", 1: "fail", 3: "inconclusive"}[status]
+    if status == 0:  # a pass names the kills that landed and the resumes that happened
+        assert all(c["kills"] and c["resumes"] for c in verdict["checks"]), verdict
+
+
+def test_a_torn_checkpoint_that_crashes_the_resume_fails_and_the_other_runs_still_run(tmp_path):
+    """A kill inside an in-place save on file:// tears the file; the resume crashes on it. That is the job's
+    bug: exit 1 (not a set-up error), which kill landed inside which save, the stderr tail, every run run."""
+    bucket = (tmp_path / "bucket").as_uri()
+    args = ["--bucket", bucket, "--interval-steps", "20"]
+    done, verdict = verify(tmp_path, "inplace_save.py", *args, "--kill-steps", "50:save", env={"SAVE_SLOW": "0.03"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    [check] = verdict["checks"]
+    assert check["outcome"] == "fail" and check["kills_in_save"] == 1
+    assert check["kills"][0]["in_save"] and "checkpoint.bin" in check["kills"][0]["write"]
+    assert "inside a save (writing checkpoint.bin)" in done.stdout and "a checkpoint the job cannot resume from" in \
+        done.stdout  # fmt: skip
+    assert "corrupt checkpoint" in check["stderr_tail"]
+
+
+def test_drawn_runs_all_run_after_a_crash(tmp_path):
+    args = ["--interval-steps", "20", "--preemptions", "3", "--kills-per-run", "1", "--seed", "4"]
+    done, verdict = verify(tmp_path, "inplace_save.py", *args)
+    assert len(verdict["checks"]) == 3, "a crash in one run does not skip the others"
+    assert done.returncode in (0, 1) and verdict["outcome"] in ("pass", "fail"), done.stdout + done.stderr
+
+
+# -- the harness on foreign jobs -------------------------------------------------------------
+
+
+def run(tmp_path: Path, job: str, *args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "out"
+    cmd = [*SPOTSIM, "run", *args, "--out", str(out), "--", sys.executable, str(JOBS / job)]
+    done = subprocess.run(cmd, env=os.environ | FAST | (env or {}), capture_output=True, text=True, timeout=120)
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    return done, summary
+
+
+def test_a_plain_client_job_runs_on_the_default_bucket(tmp_path):
+    """The default emulator bucket exists: a job using only google-cloud-storage needs no extra step."""
+    done, summary = run(tmp_path, "plain_gcs_job.py", "--interval-steps", "20", "--schedule", "steps:60,90",
+                        "--kill", "sigkill")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert summary["completed"] and summary["crashes"] == 0 and summary["preemptions"] == 2
+    assert summary["checkpoint_uri"].startswith("gs://spotsim-runs/") and summary["identity_holds"]
+
+
+def test_a_job_that_wrote_done_is_never_relaunched(tmp_path):
+    """A preemption due while the job takes its time to exit after `done` (TensorFlow: ~1 s) changes nothing."""
+    done, summary = run(tmp_path, "slow_exit_after_done.py", "--interval-steps", "20", "--schedule", "fixed:4",
+                        "--kill", "sigkill", env={"TOTAL_STEPS": "20", "SLOW_EXIT": "4"})  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert summary["completed"] and summary["attempts"] == 1 and summary["preemptions"] == 0
+    assert summary["lost_steps"] == 0
+
+
+def test_a_job_that_loops_after_done_is_stopped(tmp_path):
+    done, summary = run(tmp_path, "loop_after_done.py", "--interval-steps", "20")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert summary["completed"] and summary["attempts"] == 1
+    assert any("still running 5 s after done" in a for a in summary["anomalies"]), summary["anomalies"]
+    assert summary["wall_s"] < 30
