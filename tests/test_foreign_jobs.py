@@ -109,15 +109,15 @@ def test_a_plain_client_job_runs_on_the_default_bucket(tmp_path):
 
 def test_a_job_that_wrote_done_is_never_relaunched(tmp_path):
     """A preemption due while the job takes its time to exit after `done` (TensorFlow: ~1 s) changes nothing."""
-    done, summary = run(tmp_path, "slow_exit_after_done.py", "--interval-steps", "20", "--schedule", "fixed:4",
-                        "--kill", "sigkill", env={"TOTAL_STEPS": "20", "SLOW_EXIT": "4"})  # fmt: skip
+    done, summary = run(tmp_path, "plain_gcs_job.py", "--interval-steps", "20", "--schedule", "fixed:4", "--kill",
+                        "sigkill", env={"TOTAL_STEPS": "20", "AFTER_DONE": "slow-exit", "SLOW_EXIT": "4"})  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert summary["completed"] and summary["attempts"] == 1 and summary["preemptions"] == 0
     assert summary["lost_steps"] == 0
 
 
 def test_a_job_that_loops_after_done_is_stopped(tmp_path):
-    done, summary = run(tmp_path, "loop_after_done.py", "--interval-steps", "20")
+    done, summary = run(tmp_path, "plain_gcs_job.py", "--interval-steps", "20", env={"AFTER_DONE": "loop"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert summary["completed"] and summary["attempts"] == 1
     assert any("still running 5 s after done" in a for a in summary["anomalies"]), summary["anomalies"]

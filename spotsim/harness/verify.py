@@ -141,9 +141,9 @@ def verify(config: VerifyConfig, machine: Machine, *, on_run: Callable[[str], No
     with out_dir(config.out), _buckets(config) as buckets:
         if buckets.watch is None and any(":save" in plan for plan in config.kill_plans):
             raise InvalidOption("kills inside saves need the embedded emulator or a file:// bucket, not a real bucket")
-        reference, notes = _reference(config, buckets, machine, on_run)
-        verdict = Verdict(reference.final_step, [], reference.describe_interval(), *notes)
-        if not notes[0] and not notes[1]:
+        reference, (failures, inconclusive) = _reference(config, buckets, machine, on_run)
+        verdict = Verdict(reference.final_step, [], reference.describe_interval(), failures, inconclusive)
+        if not failures and not inconclusive:
             plans = config.kill_plans or [
                 draw_kill_points(rng, reference, config.kills_per_run, in_save=buckets.watch is not None)
                 for _ in range(config.runs)
@@ -187,6 +187,8 @@ def _reference(
     reference = _reference_run(config, "reference", interval_s, buckets, machine)
     if failures := first_attempt_failures(reference.attempts):
         return reference, ([f"reference: {f}" for f in failures], [])
+    if reference.final_step < 2:
+        return reference, ([], [f"the reference completed only {reference.final_step} step(s): too few to preempt"])
     if not any(a.steps for a in reference.attempts):
         return reference, ([], [
             'the job reports no step events, so kills cannot be placed: write {"event": "step", "step": N} to '

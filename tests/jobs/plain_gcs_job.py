@@ -7,13 +7,22 @@ it finishes the current step, saves an ``emergency`` checkpoint at the true step
 
 Verdict: ``spotsim verify`` must PASS it (with ``--kill sigkill`` and ``--kill sigterm``).
 
+``AFTER_DONE`` gives it the habits of real jobs once they wrote ``done``, which the harness must
+survive without relaunching the finished job:
+
+- ``slow-exit``: it takes ``SLOW_EXIT`` seconds (default 1.5) to exit, as TensorFlow's teardown does;
+- ``loop``: it never exits, writing ``done`` every 15 ms, like a seed 001-style polling loop that
+  outlives the training. The harness must stop it after a short wait and count the run as finished.
+
 Env: SPOTSIM_CHECKPOINT_URI, SPOTSIM_EVENTS, SPOTSIM_ATTEMPT, SPOTSIM_OUTPUT_DIR,
 SPOTSIM_CHECKPOINT_INTERVAL_STEPS / SPOTSIM_CHECKPOINT_INTERVAL (default every 25 steps),
-STORAGE_EMULATOR_HOST, TOTAL_STEPS (200), STEP_SLEEP (0.01).
+STORAGE_EMULATOR_HOST, TOTAL_STEPS (200), STEP_SLEEP (0.01), AFTER_DONE, SLOW_EXIT.
 """
 
+import os
 import signal
 import sys
+import time
 
 import _jobkit as kit
 
@@ -44,7 +53,17 @@ def main() -> int:
     kit.save_checkpoint(store, f"ckpt-{step}.npz", state, step, "final")
     kit.write_output(state)
     kit.emit("done", step=step)
+    after_done(step)
     return 0
+
+
+def after_done(step: int) -> None:
+    habit = os.environ.get("AFTER_DONE", "")
+    if habit == "slow-exit":
+        time.sleep(kit.env_float("SLOW_EXIT", 1.5))  # framework teardown
+    while habit == "loop":  # the bug: nothing ever breaks out
+        kit.emit("done", step=step)
+        time.sleep(0.015)
 
 
 if __name__ == "__main__":
