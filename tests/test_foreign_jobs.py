@@ -80,6 +80,25 @@ def test_a_torn_checkpoint_that_crashes_the_resume_fails_and_the_other_runs_stil
     assert "corrupt checkpoint" in check["stderr_tail"]
 
 
+@pytest.mark.parametrize(("layout", "status"), [("per-step", 0), ("in-place", 1)])
+def test_torch_distributed_checkpoint(tmp_path, layout, status):
+    """A real framework's own checkpointing: DCP saved over one directory, as its tutorial does, tears when a
+    kill lands inside the save; one directory per step with an atomic `latest` pointer survives it."""
+    args = ["--bucket", (tmp_path / "b").as_uri(), "--artifact", "model.pt", "--interval-steps", "20",
+            "--kill-steps", "50:save"]  # fmt: skip
+    cmd = [*SPOTSIM, "verify", *args, "--out", str(tmp_path / "v"), "--", sys.executable, str(JOBS / "torch_dcp_job.py")]
+    done = subprocess.run(cmd, env=os.environ | {"DCP_LAYOUT": layout, "COLUMNS": "300"}, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == status, done.stdout + done.stderr
+    [check] = json.loads((tmp_path / "v" / "verdict.json").read_text())["checks"]
+    write = check["kills"][0]["write"]
+    assert check["kills_in_save"] == 1 and (".distcp" in write or ".metadata" in write), check["kills"]
+    if status:
+        assert "a checkpoint the job cannot resume from" in done.stdout
+    else:
+        assert check["resumes"] and check["resumes"][0]["step"] == 40, "the torn save of step 60 was never loaded"
+
+
 def test_drawn_runs_all_run_after_a_crash(tmp_path):
     args = ["--interval-steps", "20", "--preemptions", "3", "--kills-per-run", "1", "--seed", "4"]
     done, verdict = verify(tmp_path, "inplace_save.py", *args)
