@@ -99,6 +99,21 @@ def test_torch_distributed_checkpoint(tmp_path, layout, status):
         assert check["resumes"] and check["resumes"][0]["step"] == 40, "the torn save of step 60 was never loaded"
 
 
+@pytest.mark.slow
+def test_keras_backup_and_restore_repeats_the_epoch_it_resumes_in(tmp_path):
+    """Keras's own BackupAndRestore, saving every 10 batches of 20-batch epochs: killed at batch 15, the resume
+    starts epoch 0 over from its first batch (Keras 3.15), so 10 steps are trained twice."""
+    args = ["--bucket", (tmp_path / "b").as_uri(), "--artifact", "model.weights.h5", "--interval-steps", "10",
+            "--kill-steps", "15"]  # fmt: skip
+    cmd = [*SPOTSIM, "verify", *args, "--out", str(tmp_path / "v"), "--", sys.executable,
+           str(JOBS / "keras_backup_job.py")]  # fmt: skip
+    done = subprocess.run(cmd, env=os.environ | {"COLUMNS": "300"}, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 1, done.stdout + done.stderr
+    [check] = json.loads((tmp_path / "v" / "verdict.json").read_text())["checks"]
+    assert check["resumes"] == [{"attempt": 1, "step": 10}]
+    assert "the run ended at step 90, the reference at step 80" in done.stdout
+
+
 def test_drawn_runs_all_run_after_a_crash(tmp_path):
     args = ["--interval-steps", "20", "--preemptions", "3", "--kills-per-run", "1", "--seed", "4"]
     done, verdict = verify(tmp_path, "inplace_save.py", *args)
