@@ -177,7 +177,8 @@ BAD_INPUT = {
     "zero max crashes": ["--interval", "60", "--max-crashes", "0"],
     "bad local disk": ["--interval", "60", "--local-disk", "maybe"],
     "zero attempt timeout": ["--interval", "60", "--attempt-timeout", "0"],
-    "trials as a float": ["--interval", "60", "--seed", "1.5"],
+    "seed as a float": ["--interval", "60", "--seed", "1.5"],
+    "kill inside a save outside verify": ["--interval", "60", "--schedule", "steps:10:save"],
 }
 
 

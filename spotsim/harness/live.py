@@ -52,6 +52,8 @@ def run_live(
     ``STORAGE_EMULATOR_HOST`` of an emulator the caller runs; ``save_watch`` sees saves
     being written, for kill points inside a save."""
     check_command(config.command)
+    if any(config.schedule.in_save) and save_watch is None:
+        raise InvalidOption("kill points inside a save (N:save) need a save watch: use them with spotsim verify")
     with out_dir(config.out), _checkpoint_bucket(bucket, bucket_env or {}) as (uri, store_env):
         _clear_outputs(config.out)
         env = os.environ | store_env | _contract_env(config, uri)
