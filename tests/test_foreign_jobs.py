@@ -143,8 +143,13 @@ def test_a_plain_client_job_runs_on_the_default_bucket(tmp_path):
 
 def test_a_job_that_wrote_done_is_never_relaunched(tmp_path):
     """A preemption due while the job takes its time to exit after `done` (TensorFlow: ~1 s) changes nothing."""
-    done, summary = run(tmp_path, "plain_gcs_job.py", "--interval-steps", "20", "--schedule", "fixed:4", "--kill",
-                        "sigkill", env={"TOTAL_STEPS": "20", "AFTER_DONE": "slow-exit", "SLOW_EXIT": "4"})  # fmt: skip
+    done, summary = run(tmp_path, "plain_gcs_job.py", "--interval-steps", "20", "--schedule", "fixed:6", "--kill",
+                        "sigkill", env={"TOTAL_STEPS": "20", "AFTER_DONE": "slow-exit", "SLOW_EXIT": "8"})  # fmt: skip
+    events = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
+    done_t = next(e["t"] for e in events if e["event"] == "done")
+    exit_t = next(e["t"] for e in events if e["event"] == "exit")
+    launch_t = next(e["t"] for e in events if e["event"] == "launch")
+    assert done_t < launch_t + 6 < exit_t, "the preemption fell due between `done` and the exit"
     assert done.returncode == 0, done.stdout + done.stderr
     assert summary["completed"] and summary["attempts"] == 1 and summary["preemptions"] == 0
     assert summary["lost_steps"] == 0

@@ -85,7 +85,7 @@ def test_sigterm_with_a_long_grace_loses_nothing(tmp_path):
 
 def test_a_grace_period_too_short_for_the_save_is_reported(tmp_path):
     """The torchrun question: the emergency save does not fit a tiny window, so SIGKILL lands."""
-    env = {"TOTAL_STEPS": "30", "STEP_SLEEP": "0.2"}  # a "step" the job finishes before it looks at the flag
+    env = {"TOTAL_STEPS": "300", "STEP_SLEEP": "0.005", "SAVE_DELAY": "1"}  # its emergency save takes ≥ 1 s
     done, summary, _ = spotsim_run(
         tmp_path, "--interval-steps", "1000", "--schedule", "fixed:1", "--grace", "0.05", env=env
     )

@@ -3,7 +3,8 @@ preemption notice save an ``emergency`` checkpoint and exit 0.
 
 Configured only through the contract's environment (``SPOTSIM_CHECKPOINT_URI``,
 ``SPOTSIM_EVENTS``, the interval variables; every 50 steps when none is set);
-``STEP_SLEEP`` sets the step time, ``TOTAL_STEPS`` the work, and ``CRASH_AT``
+``STEP_SLEEP`` sets the step time, ``TOTAL_STEPS`` the work, ``SAVE_DELAY`` makes
+the emergency save take that many seconds longer (a large state), and ``CRASH_AT``
 makes it fail at that step, as a buggy job would.
 """
 
@@ -32,6 +33,7 @@ def main() -> int:
             if step == crash_at:
                 raise RuntimeError(f"simulated bug at step {step}")
             if watcher.preempted:
+                time.sleep(float(os.environ.get("SAVE_DELAY", "0")))
                 manager.save(step, {"w": weights}, kind="emergency")
                 return 0
             if manager.should_save(step):
