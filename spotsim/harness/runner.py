@@ -134,18 +134,21 @@ class LiveRun:
             kill_point=kill_point, capacity_wait_s=lifetime.capacity_wait_s,
         )  # fmt: skip
         attempts_dir = self.config.out / "attempts"
-        self.job_events = JobEventReader(attempts_dir / f"attempt-{attempt}.events.jsonl")
+        events_path = (attempts_dir / f"attempt-{attempt}.events.jsonl").absolute()
+        self.job_events = JobEventReader(events_path)
         stderr_path = attempts_dir / f"attempt-{attempt}.stderr"
         with open(attempts_dir / f"attempt-{attempt}.stdout", "wb") as stdout, open(stderr_path, "wb") as stderr:
             process = subprocess.Popen(
-                list(self.config.command), env=self._env(attempt), stdout=stdout, stderr=stderr,
+                list(self.config.command), env=self._env(attempt, events_path), stdout=stdout, stderr=stderr,
                 stdin=subprocess.DEVNULL, start_new_session=True,  # its own process group: signals reach all of it
             )  # fmt: skip
             self.reaper.watch(process.pid)
             try:
                 end = self._supervise(attempt, process, lifetime)
             except KeyboardInterrupt:
-                self._end_attempt(attempt, process, AttemptEnd(attempt, "interrupted", _reap(process)))
+                interrupted = AttemptEnd(attempt, "interrupted", _reap(process))
+                self._end_attempt(attempt, process, interrupted)
+                self.ends.append(interrupted)
                 raise
         self._end_attempt(attempt, process, end)
         if end.cause in ("crash", "timeout"):
@@ -161,8 +164,6 @@ class LiveRun:
         self.reaper.release(process.pid)
         self._follow_events(attempt, final=True)
         self._emit("exit", attempt=attempt, exit_code=end.exit_code, cause=end.cause)
-        if end.cause == "interrupted":
-            self.ends.append(end)
 
     def _draw_lifetime(self, attempt: int) -> Lifetime:
         """This attempt's VM lifetime; once ``--max-preemptions`` is reached, VMs live forever."""
@@ -188,9 +189,7 @@ class LiveRun:
                 self._stop_after_done(attempt, process)
             elif timeout_at is not None and now >= timeout_at:
                 self._emit("stop", attempt=attempt, reason="attempt timeout", step=self.tail.last_step)
-                _kill_group(process, signal.SIGKILL)
-                process.wait()
-                return AttemptEnd(attempt, "timeout", process.returncode)
+                return AttemptEnd(attempt, "timeout", _reap(process))
             elif not signals and self._due(lifetime, notice_at, attempt, now):
                 write = self._save_write(lifetime, attempt)
                 if write is not False:
@@ -201,9 +200,7 @@ class LiveRun:
                 kill_at = None
             time.sleep(POLL_S)
         self._follow_events(attempt, final=True)
-        if self._armed:
-            self.save_watch.release()
-            self._armed = False
+        self._disarm()
         code = process.returncode
         progressed = self.tail.attempt == attempt and (self.tail.last_step or 0) > (self.tail.resumed_step or 0)
         if self.tail.done_step is not None:
@@ -230,10 +227,13 @@ class LiveRun:
         """Send the notice (or the SIGKILL); return when the SIGKILL after the grace is due, if it is."""
         sigkill = self.config.kill.draw_sigkill(self.rng)
         signals.append(self._signal(attempt, process, signal.SIGKILL if sigkill else signal.SIGTERM, write))
-        if self._armed:
-            self.save_watch.release()  # the held upload's response goes out only now that the signal is out
-            self._armed = False
+        self._disarm()  # a held upload's response goes out only now that the signal is out
         return None if sigkill else now + self.config.grace_s / self.config.time_scale
+
+    def _disarm(self) -> None:
+        if self._armed:
+            self.save_watch.release()
+            self._armed = False
 
     def _stop_after_done(self, attempt: int, process: subprocess.Popen) -> None:
         """A job that wrote ``done`` but keeps running (seed 001 loops forever) is stopped after a wait."""
@@ -266,8 +266,7 @@ class LiveRun:
         _kill_group(process, sig)
         return sig.name
 
-    def _env(self, attempt: int) -> dict[str, str]:
-        events = (self.config.out / "attempts" / f"attempt-{attempt}.events.jsonl").absolute()
+    def _env(self, attempt: int, events: Path) -> dict[str, str]:
         disk = str(self.local_disk.absolute())
         return self.base_env | {
             "SPOTSIM_RUN_ID": self.run_id, "SPOTSIM_ATTEMPT": str(attempt), "SPOTSIM_EVENTS": str(events),

@@ -36,7 +36,7 @@ from spotsim.checkpoint import CheckpointManager
 from spotsim.cost import Machine
 from spotsim.errors import InvalidOption, SpotsimError
 from spotsim.harness.compare import artifact_tensors, compare, result_tensors
-from spotsim.harness.config import LOCAL_DISK_MODES, KillMode, RunConfig, check_command
+from spotsim.harness.config import KillMode, RunConfig, check_command
 from spotsim.harness.live import RunOutcome, out_dir, run_live, store_options
 from spotsim.harness.runlog import AttemptRecord, read_run_log
 from spotsim.harness.save_watch import BucketProxy, DirectoryWatch, SaveWatch
@@ -83,16 +83,21 @@ class VerifyConfig:
             raise InvalidOption("--preemptions and --kills-per-run must be at least 1")
         if self.artifact is not None and (Path(self.artifact).is_absolute() or ".." in Path(self.artifact).parts):
             raise InvalidOption(f"--artifact {self.artifact!r} must be a path relative to SPOTSIM_OUTPUT_DIR")
-        if self.interval_s is not None and not self.interval_s > 0:
-            raise InvalidOption(f"--interval must be > 0, got {self.interval_s}")
-        if self.interval_steps is not None and self.interval_steps < 1:
-            raise InvalidOption(f"--interval-steps must be ≥ 1, got {self.interval_steps}")
-        if self.seed < 0:
-            raise InvalidOption(f"--seed must be ≥ 0, got {self.seed}")
-        if self.attempt_timeout_s is not None and not self.attempt_timeout_s > 0:
-            raise InvalidOption(f"--attempt-timeout must be > 0, got {self.attempt_timeout_s}")
-        if self.local_disk not in LOCAL_DISK_MODES:
-            raise InvalidOption(f"--local-disk must be wipe or keep, got {self.local_disk!r}")
+        auto = self.interval_s is None and self.interval_steps is None
+        # The options every run shares are checked where every run's settings are built: RunConfig.
+        self.run_config("check", parse_schedule("poisson", 0), interval_s=PROBE_INTERVAL_S if auto else
+                        self.interval_s, timeout_s=self.attempt_timeout_s)  # fmt: skip
+
+    def run_config(
+        self, name: str, schedule: Schedule, *, interval_s: float | None, timeout_s: float | None
+    ) -> RunConfig:
+        """The settings of one of verify's runs (under ``out/name``)."""
+        return RunConfig(
+            command=self.command, out=self.out / name, schedule=schedule,
+            interval_s=interval_s, interval_steps=self.interval_steps,
+            kill=self.kill, grace_s=self.grace_s, seed=self.seed, max_crashes=1,
+            attempt_timeout_s=timeout_s, local_disk=self.local_disk, step_event_interval_s=0.0,
+        )  # fmt: skip
 
 
 @dataclass
@@ -283,12 +288,7 @@ def _run(
     config: VerifyConfig, name: str, schedule: Schedule, buckets: Buckets, machine: Machine, *,
     interval_s: float | None, timeout_s: float,
 ) -> RunOutcome:  # fmt: skip
-    run_config = RunConfig(
-        command=config.command, out=config.out / name, schedule=schedule,
-        interval_s=interval_s, interval_steps=config.interval_steps,
-        kill=config.kill, grace_s=config.grace_s, seed=config.seed, max_crashes=1,
-        attempt_timeout_s=timeout_s, local_disk=config.local_disk, step_event_interval_s=0.0,
-    )  # fmt: skip
+    run_config = config.run_config(name, schedule, interval_s=interval_s, timeout_s=timeout_s)
     env = buckets.env | {"SPOTSIM_CHECKPOINT_KEEP": KEEP_EVERY_CHECKPOINT}
     outcome = run_live(run_config, machine, bucket=buckets.uri_for(name), bucket_env=env, save_watch=buckets.watch)
     if outcome.interrupted:
