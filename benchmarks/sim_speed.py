@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spotsim.harness import parse_schedule
+from spotsim.preemption import parse_schedule
 from spotsim.sim import Job, simulate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

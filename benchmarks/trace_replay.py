@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from spotsim.cost import load_prices
-from spotsim.harness import parse_schedule
+from spotsim.preemption import parse_schedule
 from spotsim.sim import Job, simulate, summarise
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

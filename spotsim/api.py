@@ -21,13 +21,14 @@ from typing import Any
 
 from spotsim.cost import load_prices
 from spotsim.cost.prices import DEFAULT_MACHINE
+from spotsim.durations import parse_duration
 from spotsim.errors import InvalidOption, SpotsimError
-from spotsim.harness.config import KillMode, RunConfig
+from spotsim.harness.config import RunConfig
 from spotsim.harness.live import run_live
-from spotsim.harness.schedule import parse_duration, parse_schedule
 from spotsim.harness.verdict import Kill, Resume, RunCheck, Verdict
 from spotsim.harness.verify import VerifyConfig
 from spotsim.harness.verify import verify as verify_job
+from spotsim.preemption import KillMode, parse_schedule
 
 log = logging.getLogger(__name__)
 
@@ -161,15 +162,17 @@ def verify(
 def run(
     command: Command, *, interval: Duration | None = None, interval_steps: int | None = None,
     preempt_rate: float = 0.0, schedule: str = "poisson", trace_invert: bool = False, kill: str = "sigterm",
-    grace: Duration = "30s", restart_delay: Duration = 0.0, time_scale: float = 1.0, seed: int = 0,
-    max_preemptions: int | None = None, max_crashes: int = 3, attempt_timeout: Duration | None = None,
+    grace: Duration = "30s", restart_delay: Duration = 0.0, time_scale: float = 1.0, work: Duration | None = None,
+    steps: int | None = None, startup: Duration | None = None, seed: int = 0, max_preemptions: int | None = None, max_crashes: int = 3, attempt_timeout: Duration | None = None,
     local_disk: str = "wipe", bucket: str | None = None, machine: str = DEFAULT_MACHINE,
     prices: str | os.PathLike[str] | None = None, out: str | os.PathLike[str] | None = None,
 ) -> RunResult:  # fmt: skip
     """Run ``command`` under preemptions and measure what they cost, as ``spotsim run`` does.
 
-    Durations are simulated seconds (``time_scale`` K of them per real second); give ``interval`` and/or
-    ``interval_steps``. ``out`` receives ``events.jsonl``, ``summary.json`` and ``timeline.png``; default: a
+    Durations are simulated seconds; give ``interval`` and/or ``interval_steps``. Training compute runs at
+    ``time_scale`` K simulated seconds per real second, or at the K that makes the job stand for ``work``
+    (measured first; needs ``steps``, the command's steps in all); start-up (or ``startup``), checkpoint
+    blocking and exits count at their real duration. ``out`` receives ``events.jsonl``, ``summary.json`` and ``timeline.png``; default: a
     new directory from :func:`tempfile.mkdtemp` (``$TMPDIR/spotsim-run-*``), kept afterwards.
 
     Returns:
@@ -181,10 +184,11 @@ def run(
     """
     config = RunConfig(
         command=_command(command), out=Path(),
-        schedule=parse_schedule(schedule, preempt_rate, trace_invert=trace_invert).seed(seed),
+        schedule=parse_schedule(schedule, preempt_rate, trace_invert=trace_invert),
         interval_s=_seconds(interval, "interval"), interval_steps=interval_steps, kill=KillMode.parse(kill),
         grace_s=_seconds(grace, "grace"), restart_delay_s=_seconds(restart_delay, "restart_delay"),
-        time_scale=time_scale, seed=seed, max_preemptions=max_preemptions, max_crashes=max_crashes,
+        time_scale=time_scale, work_s=_seconds(work, "work"), total_steps=steps, startup_s=_seconds(startup, "startup"),
+        seed=seed, max_preemptions=max_preemptions, max_crashes=max_crashes,
         attempt_timeout_s=_seconds(attempt_timeout, "attempt_timeout"), local_disk=local_disk,
     )  # fmt: skip
     chosen = load_prices(prices).machine(machine)

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -34,6 +35,7 @@ emulator_app = typer.Typer(
 app.add_typer(emulator_app, name="emulator")
 
 console = Console()
+DEFAULT_WORK_S = 24 * 3600.0  # what a built-in workload stands for without --work or --time-scale
 
 
 @emulator_app.command("start")
@@ -87,9 +89,18 @@ def run(
     ctx: typer.Context,
     workload: Optional[str] = typer.Option(None, help="Built-in workload [default: torch-cnn]; or give -- CMD ARGS…"),
     steps: Optional[int] = typer.Option(
-        None, help="Total steps of the built-in workload (also sizes the progress bar)."
+        None, help="Total steps: the built-in workload's, or what a -- CMD job runs (tells spotsim, for --work and "
+        "the progress bar)."
     ),
     interval: Optional[str] = typer.Option(None, help="Checkpoint interval, simulated (90, 90s, 5m, 1h)."),
+    work: Optional[str] = typer.Option(
+        None, help="Simulated training compute the job stands for (e.g. 24h); K = work ÷ its measured compute "
+        "time [built-in workloads: 24h]."
+    ),
+    startup: Optional[str] = typer.Option(
+        None, help="Simulated start-up per attempt (VM boot, container pull, imports), charged in place of the "
+        "measured one."
+    ),
     interval_steps: Optional[int] = typer.Option(
         None, help="Checkpoint every N steps (with or instead of --interval)."
     ),
@@ -101,7 +112,9 @@ def run(
     ),
     grace: str = typer.Option("30s", help="Time from SIGTERM to SIGKILL, simulated (GCP Spot: 30 s, AWS: 120 s)."),
     restart_delay: str = typer.Option("0", help="Time to get a new VM after a preemption, simulated (billed)."),
-    time_scale: float = typer.Option(1.0, help="K: one real second stands for K simulated seconds."),
+    time_scale: Optional[float] = typer.Option(
+        None, help="K: one real second of compute stands for K simulated seconds (instead of --work) [-- CMD: 1]."
+    ),
     bucket: Optional[str] = typer.Option(
         None, help="Checkpoint here (gs://… or file:///…) instead of the embedded emulator."
     ),
@@ -122,18 +135,19 @@ def run(
     from spotsim.workloads import command as command_for
 
     chosen = load_prices(prices).machine(machine)
-    command = _job_command(ctx.args, workload, steps, command_for)
+    job = _job(ctx.args, workload, steps, command_for)
     config = RunConfig(
-        command=tuple(command), out=out.absolute(),
-        schedule=parse_schedule(schedule, preempt_rate, trace_invert=trace_invert).seed(seed),
+        command=job.command, out=out.absolute(),
+        schedule=parse_schedule(schedule, preempt_rate, trace_invert=trace_invert),
         interval_s=parse_duration(interval, "--interval") if interval is not None else None,
         interval_steps=interval_steps, kill=KillMode.parse(kill), grace_s=parse_duration(grace, "--grace"),
-        restart_delay_s=parse_duration(restart_delay, "--restart-delay"), time_scale=time_scale, seed=seed,
+        restart_delay_s=parse_duration(restart_delay, "--restart-delay"), seed=seed,
+        **_clock_options(work, startup, time_scale, job),
         max_preemptions=max_preemptions, max_crashes=max_crashes, local_disk=local_disk,
         attempt_timeout_s=parse_duration(attempt_timeout, "--attempt-timeout") if attempt_timeout else None,
     )  # fmt: skip
     signal.signal(signal.SIGTERM, _interrupt)  # a kill of the harness ends the job and the emulator too
-    outcome = _run_with_progress(config, chosen, bucket, steps)
+    outcome = _run_with_progress(config, chosen, bucket, job.total_steps)
     _print_summary(outcome.summary, outcome.out)
     if outcome.interrupted:
         raise typer.Exit(130)
@@ -153,8 +167,12 @@ def verify(
     kills_per_run: int = typer.Option(2, help="Preemptions within each of those runs."),
     kill: str = typer.Option("sigkill", help="sigkill | sigterm | mixed:P"),
     interval: Optional[str] = typer.Option(
-        None, help="Checkpoint interval in real seconds (SPOTSIM_CHECKPOINT_INTERVAL) [default: two or more "
-        "checkpoints within the reference run]."
+        None, help="Checkpoint interval in real seconds (SPOTSIM_CHECKPOINT_INTERVAL); simulated with --work "
+        "[default: two or more checkpoints within the reference run]."
+    ),
+    work: Optional[str] = typer.Option(
+        None, help="Simulated compute the job stands for: K is measured once and every run uses it (needs "
+        "--interval or --interval-steps)."
     ),
     interval_steps: Optional[int] = typer.Option(
         None, help="Checkpoint every N steps (SPOTSIM_CHECKPOINT_INTERVAL_STEPS)."
@@ -185,8 +203,13 @@ def verify(
     from spotsim.harness.verify import verify as run_verify
     from spotsim.workloads import command as command_for
 
+    job = _job(ctx.args, workload, steps, command_for)
+    if not job.builtin and job.steps_given and work is None:
+        raise InvalidOption("--steps applies to built-in workloads (or, with --work, tells spotsim a command's steps)")
     config = VerifyConfig(
-        command=tuple(_job_command(ctx.args, workload, steps, command_for)), out=out.absolute(), runs=preemptions,
+        command=job.command, out=out.absolute(), runs=preemptions,
+        work_s=parse_duration(work, "--work") if work is not None else None, total_steps=job.total_steps,
+        steps_adjustable=job.builtin and not job.steps_given,
         kills_per_run=kills_per_run, kill=KillMode.parse(kill), seed=seed, artifact=artifact, bucket=bucket,
         interval_s=parse_duration(interval, "--interval") if interval else None, interval_steps=interval_steps,
         grace_s=parse_duration(grace, "--grace"), kill_plans=(kill_steps,) if kill_steps else (),
@@ -212,7 +235,7 @@ def optimal(
     """The best checkpoint interval in theory: Young's √(2CM), Daly's higher-order one, and the exact optimum."""
     from dataclasses import asdict
 
-    from spotsim.harness import parse_duration
+    from spotsim.durations import parse_duration
     from spotsim.sim import optimum
 
     c, m, r = (
@@ -261,7 +284,8 @@ def simulate(
 ) -> None:
     """Monte Carlo of the job on spot VMs: wall time, lost work, cost and savings per checkpoint interval."""
     from spotsim.cost import load_prices
-    from spotsim.harness import KillMode, parse_duration, parse_schedule
+    from spotsim.durations import parse_duration
+    from spotsim.preemption import KillMode, parse_schedule
     from spotsim.sim import Job, summarise
     from spotsim.sim import simulate as run_simulation
     from spotsim.sim.calibration import calibration_from_run
@@ -297,8 +321,11 @@ def sweep(
     kills: str = typer.Option("sigkill", help="Kill modes, comma-separated (sigkill, sigterm, mixed:P)."),
     repeats: int = typer.Option(3, help="Runs per grid point."),
     workload: Optional[str] = typer.Option(None, help="Built-in workload [default: torch-cnn]; or give -- CMD ARGS…"),
-    steps: Optional[int] = typer.Option(None, help="Total steps of the built-in workload."),
-    time_scale: float = typer.Option(1.0, help="K for every run."),
+    steps: Optional[int] = typer.Option(None, help="Total steps of the built-in workload (or a -- CMD job's)."),
+    work: Optional[str] = typer.Option(
+        None, help="Simulated compute the job stands for; K is measured once for every run [built-in: 24h]."
+    ),
+    time_scale: Optional[float] = typer.Option(None, help="K for every run (instead of --work) [-- CMD: 1]."),
     grace: str = typer.Option("30s", help="SIGTERM → SIGKILL window, simulated."),
     restart_delay: str = typer.Option("0", help="Time to get a new VM, simulated."),
     machine: str = typer.Option(DEFAULT_MACHINE, help="Price-table row(s)."),
@@ -315,27 +342,26 @@ def sweep(
     from spotsim.harness.live import out_dir
     from spotsim.harness.sweep import SweepConfig, run_sweep
     from spotsim.report.sweep_report import write_report
+    from spotsim.workloads import command as command_for
 
-    if ctx.args and workload:
-        raise InvalidOption("give either --workload NAME or -- CMD ARGS…, not both")
-    job_args = (
-        ("--", *ctx.args)
-        if ctx.args
-        else ("--workload", workload or "torch-cnn", *(("--steps", str(steps)) if steps else ()))
-    )
+    job = _job(ctx.args, workload, steps, command_for)
+    clock = _clock_options(work, None, time_scale, job)
     rate_list = tuple(_float_list(rates, "--rates"))
     for rate in rate_list:
         parse_schedule("poisson", rate)  # validates: finite, ≥ 0
     kill_list = tuple(k.strip() for k in kills.split(",") if k.strip())
     for kill in kill_list:
         KillMode.parse(kill)
-    config = SweepConfig(
-        job_args=job_args, out=out.absolute(), intervals_s=tuple(_positive_durations(intervals, "--intervals")),
-        rates=rate_list, kills=kill_list, repeats=repeats, time_scale=time_scale, grace=grace,
-        restart_delay=restart_delay, machine=machine, parallel=parallel, seed=seed,
-    )  # fmt: skip
+    interval_list = tuple(_positive_durations(intervals, "--intervals"))
     if ctx.args:
         check_command(tuple(ctx.args))
+    k, total_steps = _sweep_scale(job, clock, interval_list, out.absolute())
+    job_args = ("--", *ctx.args) if ctx.args else ("--workload", workload or "torch-cnn", "--steps", str(total_steps))
+    config = SweepConfig(
+        job_args=job_args, out=out.absolute(), intervals_s=interval_list,
+        rates=rate_list, kills=kill_list, repeats=repeats, time_scale=k, grace=grace,
+        restart_delay=restart_delay, machine=machine, parallel=parallel, seed=seed,
+    )  # fmt: skip
     total = len(config.grid())
     shown = Console(stderr=True) if as_json else console
     signal.signal(signal.SIGTERM, _interrupt)  # stops the runs and keeps the finished ones, as Ctrl-C does
@@ -352,11 +378,27 @@ def sweep(
         except KeyboardInterrupt:
             shown.print(f"interrupted: the runs that finished are in {config.out / 'sweep.csv'}")
             raise
-        report = write_report(table, config.out, command="spotsim " + " ".join(sys.argv[1:]), **delays)
+        report, too_few = write_report(table, config.out, command="spotsim " + " ".join(sys.argv[1:]), **delays)
+    for line in too_few:
+        shown.print(f"[yellow]warning[/yellow]: {line}", highlight=False, soft_wrap=True)
     if as_json:
         print(table.to_json(orient="records"))
         return
     console.print(f"wrote {config.out / 'sweep.csv'}, sweep.parquet, the plots and {report}")
+
+
+def _sweep_scale(job: _Job, clock: dict, intervals: tuple[float, ...], out: Path) -> tuple[float, int | None]:
+    """(K, steps) shared by every run of a sweep: measured once for --work, against the shortest interval."""
+    if clock["work_s"] is None:
+        return clock["time_scale"], job.total_steps
+    from spotsim.harness import RunConfig, parse_schedule
+    from spotsim.harness.live import measure_scale
+
+    config = RunConfig(command=job.command, out=out / "probe", schedule=parse_schedule("poisson", 0),
+                       interval_s=min(intervals), **clock)  # fmt: skip
+    scale = measure_scale(config)
+    Console(stderr=True).print(f"clock: {scale.note}", highlight=False)
+    return scale.k, scale.steps
 
 
 def _float_list(text: str, option: str) -> list[float]:
@@ -370,7 +412,7 @@ def _float_list(text: str, option: str) -> list[float]:
 
 
 def _positive_durations(text: str, option: str) -> list[float]:
-    from spotsim.harness import parse_duration
+    from spotsim.durations import parse_duration
 
     values = [parse_duration(v, option) for v in text.split(",") if v.strip()]
     if not values or any(v <= 0 for v in values):
@@ -379,7 +421,7 @@ def _positive_durations(text: str, option: str) -> list[float]:
 
 
 def _mtbf_s(mtbf: str | None, rate: float | None) -> float:
-    from spotsim.harness import parse_duration
+    from spotsim.durations import parse_duration
 
     if (mtbf is None) == (rate is None):
         raise InvalidOption("give exactly one of --mtbf and --preempt-rate")
@@ -421,18 +463,47 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _job_command(args: list[str], workload: str | None, steps: int | None, command_for) -> list[str]:
+@dataclass(frozen=True)
+class _Job:
+    command: tuple[str, ...]
+    total_steps: int | None
+    builtin: bool
+    steps_given: bool
+
+
+def _job(args: list[str], workload: str | None, steps: int | None, command_for) -> _Job:
+    """The training command, from --workload NAME [--steps N] or -- CMD ARGS… (where --steps only informs)."""
     if args and args[0].startswith("-"):
         raise InvalidOption(f"unknown option {args[0]}: spotsim's options go before `--`, your command after it")
     if args and workload:
         raise InvalidOption("give either --workload NAME or -- CMD ARGS…, not both")
-    if args:
-        if steps is not None:
-            raise InvalidOption("--steps applies to built-in workloads; pass your script its own options")
-        return list(args)
     if steps is not None and steps < 1:
         raise InvalidOption(f"--steps must be ≥ 1, got {steps}")
-    return command_for(workload or "torch-cnn", ["--steps", str(steps)] if steps else [])
+    if args:
+        return _Job(tuple(args), steps, builtin=False, steps_given=steps is not None)
+    from spotsim.workloads import get
+
+    total = steps or get(workload or "torch-cnn").steps
+    return _Job(tuple(command_for(workload or "torch-cnn", ["--steps", str(total)])), total, True, steps is not None)
+
+
+def _clock_options(work: str | None, startup: str | None, time_scale: float | None, job: _Job) -> dict:
+    """K directly (--time-scale), or the work K is chosen for (--work; 24 h for a built-in workload by default)."""
+    from spotsim.durations import parse_duration
+
+    if work is not None and time_scale is not None:
+        raise InvalidOption(
+            "give --work or --time-scale, not both: --work chooses K from the job's measured step time, "
+            "--time-scale sets K directly and the job then stands for its own steps × K"
+        )
+    work_s = parse_duration(work, "--work") if work is not None else None
+    if work_s is None and time_scale is None and job.builtin:
+        work_s = DEFAULT_WORK_S
+    return {
+        "work_s": work_s, "time_scale": 1.0 if time_scale is None else time_scale,
+        "startup_s": parse_duration(startup, "--startup") if startup is not None else None,
+        "total_steps": job.total_steps, "steps_adjustable": job.builtin and not job.steps_given,
+    }  # fmt: skip
 
 
 def _run_with_progress(config, machine, bucket, total_steps):
@@ -450,7 +521,11 @@ def _run_with_progress(config, machine, bucket, total_steps):
                       f" · checkpoints {p.checkpoints} · {p.state}")  # fmt: skip
             bar.update(task, completed=p.step, status=status)
 
-        return run_live(config, machine, bucket=bucket, on_progress=show)
+        def chosen(scale) -> None:
+            bar.console.print(f"clock: {scale.note}", highlight=False)
+            bar.update(task, total=scale.steps)
+
+        return run_live(config, machine, bucket=bucket, on_progress=show, on_scale=chosen)
 
 
 def _print_verdict(verdict, out: Path) -> None:
@@ -502,45 +577,72 @@ def _grace_verdict(preemption: dict) -> str:
     return f"{saved}: inside the grace period" + ("" if preemption["exited_in_grace"] else ", but exit was late")
 
 
+def _notice_rows(interruptions: list[dict]) -> list[tuple[str, str]]:
+    """SIGTERM preemptions: one row each when a few, else one row counting the emergency saves in the grace."""
+    noticed = [x for x in interruptions if "emergency_in_grace" in x]
+    if len(noticed) <= 3:
+        return [(f"attempt {x['attempt']} SIGTERM", _grace_verdict(x)) for x in noticed]
+    saved = sum(x["emergency_in_grace"] for x in noticed)
+    late = [str(x["attempt"]) for x in noticed if not x["emergency_in_grace"]]
+    return [("SIGTERM notices", f"{len(noticed)}: emergency checkpoint inside the grace in {saved}"
+             + (f" (not in attempts {', '.join(late)})" if late else ""))]  # fmt: skip
+
+
 def _print_summary(summary: dict, out: Path) -> None:
     from rich.table import Table
 
+    from spotsim.report.timeline import duration, projection_lines
+
     k = summary["time_scale"]
     table = Table(
-        title=f"spotsim run — {'completed' if summary['completed'] else 'NOT completed'} (time scale K = {k:g})"
+        title=f"spotsim run — {'completed' if summary['completed'] else 'NOT completed'} (compute at K = {k:,.4g})"
     )
     table.add_column("measure")
-    table.add_column("value", justify="right")
+    table.add_column("value (simulated)", justify="right")
+    restart = summary["restart_overhead_s"]
     rows = [
-        ("final step", f"{summary['final_step']}"),
+        ("final step", f"{summary['final_step']:,}"),
         (
             "attempts / preemptions / crashes",
             f"{summary['attempts']} / {summary['preemptions']} / {summary['crashes']}",
         ),
-        ("lost steps (lost time, simulated)", f"{summary['lost_steps']} ({summary['lost_time_s']:.1f} s)"),
+        ("lost steps (lost time)", f"{summary['lost_steps']:,} ({duration(summary['lost_time_s'])})"),
         (
             "steps computed = final + lost",
-            f"{summary['steps_computed']} {'✓' if summary['identity_holds'] else '✗ MISMATCH'}",
+            f"{summary['steps_computed']:,} {'✓' if summary['identity_holds'] else '✗ MISMATCH'}",
         ),
-        ("checkpoints (blocking, simulated)", f"{summary['checkpoints']} ({summary['checkpoint_blocking_s']:.2f} s)"),
-        ("checkpoint overhead", f"{summary['checkpoint_overhead']:.2%}"),
-        (
-            "restart overhead R (simulated)",
-            "—" if summary["restart_overhead_s"] is None else f"{summary['restart_overhead_s']:.1f} s",
-        ),
-        ("wall (real) / simulated hours", f"{summary['wall_s']:.1f} s / {summary['sim_hours']:.3f} h"),
-        (f"spot cost ({summary['machine']})", f"${summary['spot_cost_usd']:.4f}"),
-        ("on-demand cost, uninterrupted", f"${summary['on_demand_cost_usd']:.4f}"),
+        ("checkpoints (blocking)", f"{summary['checkpoints']:,} ({summary['checkpoint_blocking_s']:.2f} s)"),
+        ("checkpoint overhead", f"{summary['checkpoint_overhead']:.3%}"),
+        ("start-up / restart overhead R", f"{_seconds(summary['startup_s'])} / {_seconds(restart)}"),
+        ("wall: simulated / real", f"{summary['sim_hours']:,.2f} h / {summary['wall_s']:.1f} s"),
+        (f"spot cost ({summary['machine']})", f"${summary['spot_cost_usd']:,.2f}"),
+        ("on-demand cost, uninterrupted", f"${summary['on_demand_cost_usd']:,.2f}"),
         ("savings", f"{summary['savings']:.1%}"),
+        ("clock: real → simulated", _phases(summary["clock"]["phases"])),
     ]
-    for preemption in summary["interruptions"]:
-        if "emergency_in_grace" in preemption:
-            rows.append((f"attempt {preemption['attempt']} SIGTERM", _grace_verdict(preemption)))
+    rows += _notice_rows(summary["interruptions"])
+    rows += [("[yellow]warning[/yellow]", text) for text in summary.get("warnings", [])]
     rows += [("[red]anomaly[/red]", text) for text in summary["anomalies"]]
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+    projection = summary.get("projection") or {}
+    for line in projection_lines(projection) + projection.get("notes", []):
+        console.print(line, highlight=False)
     console.print(f"wrote {out / 'summary.json'}, {out / 'events.jsonl'}, {out / 'timeline.png'}")
+
+
+def _phases(phases: dict) -> str:
+    """Each phase that took time: real seconds → simulated."""
+    from spotsim.report.timeline import duration
+
+    shown = [f"{name.replace('_', ' ')} {p['real_s']:.1f} s → {duration(p['sim_s'])}"
+             for name, p in phases.items() if p["sim_s"] > 0 or p["real_s"] > 0.05]  # fmt: skip
+    return "\n".join(shown)
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.1f} s"
 
 
 def main() -> None:

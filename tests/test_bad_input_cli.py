@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from spotsim.errors import InvalidOption, StoreError
-from spotsim.harness import parse_schedule
+from spotsim.preemption import parse_schedule
 from spotsim.sim import Job
 from spotsim.sim.montecarlo import check_budget
 from spotsim.storage import open_store

@@ -121,7 +121,7 @@ def test_foreign_job_that_writes_events_by_hand_is_measured(tmp_path):
 def test_trace_replay_preempts_at_the_recorded_gaps(tmp_path):
     trace = tmp_path / "trace.json"  # up 20 s, down 10 s, up 10 s, down 30 s, then up to the end
     trace.write_text(json.dumps({"metadata": {"gap_seconds": 10}, "data": [1, 1, 0, 1, 0, 0, 0] + [1] * 1000}))
-    env = {"TOTAL_STEPS": "150", "STEP_SLEEP": "0.004"}
+    env = {"TOTAL_STEPS": "300", "STEP_SLEEP": "0.004"}
     done, summary, events = spotsim_run(
         tmp_path, "--interval-steps", "20", "--schedule", f"trace:{trace}", "--time-scale", "40", env=env
     )

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from spotsim.errors import InvalidOption
-from spotsim.harness import parse_schedule
+from spotsim.preemption import Sigkill, Sigterm, parse_schedule
 from spotsim.sim import Job, daly_interval, expected_wall_s, optimum, simulate, young_interval
 
 SPOTSIM = [sys.executable, "-m", "spotsim.cli"]
@@ -59,6 +59,24 @@ def test_a_grace_period_that_fits_the_save_loses_nothing():
     sigterm = simulate(Job(**job, grace_s=30, sigkill_fraction=0.0), [HOUR], rate, trials=2000, seed=1)
     assert sigkill.lost_s.mean() > 10 * MIN and sigterm.lost_s.mean() == 0
     assert sigterm.wall_s.mean() < sigkill.wall_s.mean()
+    assert Job(**job).kill == Sigkill() and Job(**job, sigkill_fraction=0.0).kill == Sigterm()
+
+
+def test_recorded_losses_are_each_preemptions_and_change_nothing_else():
+    """Every preemption's lost seconds, per interval: they add up to each interval's lost work, one per
+    preemption, and asking for them leaves the draws (so every other result) as they were."""
+    job = Job(work_s=4 * HOUR, checkpoint_s=30, persist_s=60, restart_s=120, startup_s=90)
+    intervals, schedule = [10 * MIN, HOUR], parse_schedule("poisson", 2.0)
+    plain = simulate(job, intervals, schedule, trials=500, seed=3)
+    recorded = simulate(job, intervals, schedule, trials=500, seed=3, record_losses=True)
+    assert plain.losses_s is None and len(recorded.losses_s) == len(intervals)
+    for name in ("wall_s", "billed_s", "lost_s", "checkpoints", "preemptions"):
+        assert np.array_equal(getattr(plain, name), getattr(recorded, name))
+    for i, tau in enumerate(intervals):
+        losses = recorded.losses_s[i]
+        assert losses.size == recorded.preemptions[i].sum() > 0
+        assert losses.sum() == pytest.approx(recorded.lost_s[i].sum())
+        assert losses.min() >= 0 and losses.max() <= 2 * tau  # a segment, and the one before while it persisted
 
 
 def test_trace_replay_gaps_are_waited_but_not_billed(tmp_path):
@@ -72,7 +90,12 @@ def test_trace_replay_gaps_are_waited_but_not_billed(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(work_s=0, checkpoint_s=1), dict(work_s=1, checkpoint_s=0), dict(work_s=1, checkpoint_s=1, restart_s=-1)],
+    [
+        dict(work_s=0, checkpoint_s=1),
+        dict(work_s=1, checkpoint_s=0),
+        dict(work_s=1, checkpoint_s=1, restart_s=-1),
+        dict(work_s=1, checkpoint_s=1, sigkill_fraction=1.5),
+    ],
 )
 def test_bad_jobs_are_refused(kwargs):
     with pytest.raises(InvalidOption):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,14 @@ import pytest
 from spotsim.cost import load_prices
 from spotsim.harness import RunConfig, parse_schedule
 from spotsim.harness.runlog import split_attempts
-from spotsim.harness.summary import summarize
+from spotsim.harness.summary import run_clock, summarize
 
 CONFIG = RunConfig(command=("job",), out=Path("/tmp/unused"), schedule=parse_schedule("poisson", 1.0), interval_s=60)
 MACHINE = load_prices().machine("gcp-t4")
+
+
+def summarize_log(events: list[dict], config: RunConfig = CONFIG, wall_s: float = 20.0) -> dict:
+    return summarize(split_attempts(events), run_clock(events, config.clock), config, MACHINE, wall_s=wall_s)
 
 
 def log(*attempts: list[tuple]) -> list[dict]:
@@ -36,11 +41,13 @@ def test_lost_work_identity_and_restart_overhead():
                               (13.5, "step", {"step": 41}), (19, "step", {"step": 100}),
                               (19.5, "done", {"step": 100})]),
     )  # fmt: skip
-    summary = summarize(split_attempts(events), CONFIG, MACHINE, wall_s=20.0)
+    summary = summarize_log(events)
     assert summary["completed"] and summary["final_step"] == 100 and summary["preemptions"] == 1
     assert summary["lost_steps"] == 15 and summary["steps_computed"] == 55 + 60 and summary["identity_holds"]
-    assert summary["restart_overhead_s"] == pytest.approx(2.5)  # launch at 11, first step past 40 at 13.5
-    assert summary["checkpoints"] == 1 and summary["checkpoint_overhead"] == pytest.approx(0.5 / 20)
+    # launch at 11, first step past 40 at 13.5, less that step's own compute
+    assert summary["restart_overhead_s"] == pytest.approx(2.5 - summary["step_time_s"])
+    assert summary["step_time_s"] == pytest.approx((7 - 0.5 + 5.5) / (45 + 59))  # blocking is not compute
+    assert summary["checkpoints"] == 1 and summary["checkpoint_overhead"] == pytest.approx(0.5 / 19)
     assert summary["spot_cost_usd"] < summary["on_demand_cost_usd"] * 20 / summary["uninterrupted_hours"] / 3600
 
 
@@ -52,7 +59,7 @@ def test_an_attempt_killed_before_it_started_loses_nothing():
         (7.0, 9.0, "done", [(8, "start", {"attempt": 2, "resumed_step": 2}), (8.5, "step", {"step": 5}),
                             (9, "done", {"step": 5})]),
     )  # fmt: skip
-    summary = summarize(split_attempts(events), CONFIG, MACHINE, wall_s=9.0)
+    summary = summarize_log(events, wall_s=9.0)
     assert [x["lost_steps"] for x in summary["interruptions"]] == [1, 0]
     assert summary["lost_steps"] == 1 and summary["identity_holds"] and summary["anomalies"] == []
 
@@ -62,6 +69,24 @@ def test_a_job_resuming_ahead_of_what_it_reported_is_an_anomaly():
         (0.0, 5.0, "preempted", [(1, "start", {"attempt": 0, "resumed_step": None}), (4, "step", {"step": 3})]),
         (6.0, 9.0, "done", [(7, "start", {"attempt": 1, "resumed_step": 8}), (9, "done", {"step": 10})]),
     )  # fmt: skip
-    summary = summarize(split_attempts(events), CONFIG, MACHINE, wall_s=9.0)
+    summary = summarize_log(events, wall_s=9.0)
     assert summary["lost_steps"] == -5
     assert summary["anomalies"] == ["attempt 0 reported step 3 but the next attempt resumed from 8"]
+
+
+def test_fixed_costs_count_at_their_real_duration_whatever_k():
+    """A 2-s start-up at K = 100 is 2 simulated seconds, not 200; only compute is multiplied."""
+    config = replace(CONFIG, time_scale=100.0)
+    events = log(
+        (0.0, 4.1, "done", [(2.0, "start", {"attempt": 0, "resumed_step": None}), (2.0, "step", {"step": 0}),
+                            (2.01, "step", {"step": 1}), (4.0, "step", {"step": 201}),
+                            (4.0, "checkpoint", {"step": 201, "kind": "final", "blocking_s": 0.05}),
+                            (4.05, "done", {"step": 201})]),
+    )  # fmt: skip
+    summary = summarize_log(events, config, wall_s=4.1)
+    phases = summary["clock"]["phases"]
+    assert phases["startup"]["sim_s"] == pytest.approx(2.0) and phases["checkpoint"]["sim_s"] == pytest.approx(0.05)
+    assert phases["compute"]["sim_s"] == pytest.approx((2.05 - 0.05) * 100)
+    assert summary["startup_s"] == pytest.approx(2.0, abs=0.05)
+    assert summary["sim_wall_s"] == pytest.approx(2.0 + 200 + 0.05 + 0.05)
+    assert summary["checkpoint_blocking_s"] == pytest.approx(0.05)  # real seconds, never × K

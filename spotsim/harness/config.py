@@ -4,49 +4,14 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
+from spotsim.clock import Clock, Scale
 from spotsim.errors import InvalidOption
-from spotsim.harness.schedule import Schedule
+from spotsim.preemption import KillMode, Schedule, Sigterm
 
-KILL_MODES = ("sigterm", "sigkill", "mixed")
 LOCAL_DISK_MODES = ("wipe", "keep")
-
-
-@dataclass(frozen=True)
-class KillMode:
-    """How a preemption ends an attempt: SIGTERM then SIGKILL after the grace, or SIGKILL at once.
-
-    ``mixed:P`` sends SIGKILL without notice to a fraction P of preemptions.
-    """
-
-    sigkill_fraction: float
-
-    @classmethod
-    def parse(cls, text: str) -> KillMode:
-        kind, _, arg = text.partition(":")
-        if kind == "sigterm" and not arg:
-            return cls(0.0)
-        if kind == "sigkill" and not arg:
-            return cls(1.0)
-        if kind == "mixed":
-            try:
-                fraction = float(arg) if arg else 0.5
-            except ValueError:
-                fraction = math.nan
-            if 0.0 <= fraction <= 1.0:
-                return cls(fraction)
-            raise InvalidOption(f"--kill mixed:P needs 0 ≤ P ≤ 1 (the SIGKILL fraction), got {arg!r}")
-        raise InvalidOption(f"unknown --kill {text!r}; use sigterm, sigkill or mixed:P")
-
-    def draw_sigkill(self, rng: np.random.Generator) -> bool:
-        return self.sigkill_fraction >= 1.0 or (self.sigkill_fraction > 0.0 and rng.random() < self.sigkill_fraction)
-
-    def __str__(self) -> str:
-        return {0.0: "sigterm", 1.0: "sigkill"}.get(self.sigkill_fraction, f"mixed:{self.sigkill_fraction:g}")
 
 
 @dataclass(frozen=True)
@@ -58,16 +23,21 @@ class RunConfig:
     schedule: Schedule
     interval_s: float | None = None
     interval_steps: int | None = None
-    kill: KillMode = KillMode(0.0)
+    kill: KillMode = Sigterm()
     grace_s: float = 30.0
     restart_delay_s: float = 0.0
-    time_scale: float = 1.0
+    time_scale: float = 1.0  # K; with work_s, the harness chooses it (with_scale) after measuring the job
+    work_s: float | None = None  # simulated compute the job stands for (--work)
+    startup_s: float | None = None  # simulated start-up charged per attempt in place of the measured one
+    total_steps: int | None = None  # steps the job runs in all (built-in: its --steps; needed with --work)
+    steps_adjustable: bool = False  # a built-in workload without --steps: the harness may run more steps
+    scale: Scale | None = None  # how K was chosen from work_s, once the job was measured
     seed: int = 0
     max_preemptions: int | None = None
     max_crashes: int = 3
     attempt_timeout_s: float | None = None  # an attempt running longer is stopped and counted as a crash
     local_disk: str = "wipe"  # the VM's local disk between attempts: wiped (a new VM) or kept (a stopped one)
-    step_event_interval_s: float = 0.05  # real seconds; lost work is measured to within this
+    step_event_interval_s: float = 0.05  # real seconds at most; lost work is measured to within this
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -89,6 +59,7 @@ class RunConfig:
             f"--restart-delay must be ≥ 0, got {self.restart_delay_s}",
         )
         _check(_positive(self.time_scale), f"--time-scale must be > 0, got {self.time_scale}")
+        self._check_work()
         _check(self.max_preemptions is None or self.max_preemptions >= 0, "--max-preemptions must be ≥ 0")
         _check(self.max_crashes >= 1, f"--max-crashes must be ≥ 1, got {self.max_crashes}")
         _check(self.seed >= 0, f"--seed must be ≥ 0, got {self.seed}")
@@ -98,9 +69,59 @@ class RunConfig:
         )
         _check(self.local_disk in LOCAL_DISK_MODES, f"--local-disk must be wipe or keep, got {self.local_disk!r}")
 
+    def _check_work(self) -> None:
+        _check(self.startup_s is None or _positive(self.startup_s), f"--startup must be a duration > 0, got {self.startup_s}")
+        if self.work_s is None:
+            return
+        _check(_positive(self.work_s), f"--work must be a duration > 0, got {self.work_s}")
+        _check(
+            self.time_scale == 1.0 or self.scale is not None,
+            "give --work or --time-scale, not both: --work sets K from the job's measured step time, "
+            "--time-scale sets K directly",
+        )
+        if self.interval_s is not None and self.interval_s > self.work_s:
+            raise InvalidOption(
+                f"--work {self.work_s:g}s is shorter than one checkpoint interval ({self.interval_s:g}s): "
+                "nothing would be checkpointed before the end"
+            )
+        _check(
+            self.total_steps is not None,
+            "--work needs the job's total steps to choose K: give --steps N (for -- CMD jobs it tells spotsim, "
+            "not the job, how many steps the command runs)",
+        )
+
+    @property
+    def clock(self) -> Clock:
+        return Clock(self.time_scale, self.startup_s)
+
+    @property
+    def needs_scale(self) -> bool:
+        """K is still to be chosen from ``--work`` by measuring the job."""
+        return self.work_s is not None and self.scale is None
+
+    @property
+    def step_event_real_s(self) -> float:
+        """How often the job reports its step: a hundredth of the real interval, so lost work stays exact at any K."""
+        interval = self.real_interval_s
+        return self.step_event_interval_s if interval is None else min(self.step_event_interval_s, max(0.002, interval / 100))
+
     @property
     def real_interval_s(self) -> float | None:
+        """The interval of training compute the job sees: the simulated one ÷ K."""
         return None if self.interval_s is None else self.interval_s / self.time_scale
+
+    def with_scale(self, scale: Scale) -> RunConfig:
+        """This run at the K chosen for its ``--work`` (a built-in workload may run more steps for it)."""
+        command = self.command
+        if scale.steps != self.total_steps:
+            command = _with_steps(command, scale.steps)
+        return replace(self, time_scale=scale.k, command=command, total_steps=scale.steps, scale=scale)
+
+
+def _with_steps(command: tuple[str, ...], steps: int) -> tuple[str, ...]:
+    """A built-in workload's command with another ``--steps`` value."""
+    at = command.index("--steps")
+    return (*command[: at + 1], str(steps), *command[at + 2 :])
 
 
 def _positive(value: float) -> bool:

@@ -17,14 +17,17 @@ from pathlib import Path
 from spotsim.cost import Machine
 from spotsim.errors import InvalidOption, SpotsimError
 from spotsim.harness.config import RunConfig, check_command
-from spotsim.harness.runlog import read_run_log
+from spotsim.clock import Scale, choose_scale
+from spotsim.harness.probe import probe_job
+from spotsim.harness.runlog import read_events, split_attempts
 from spotsim.harness.runner import LiveRun, Progress
 from spotsim.harness.save_watch import SaveWatch
-from spotsim.harness.summary import summarize
+from spotsim.harness.summary import projection_for, run_clock, summarize
 from spotsim.storage import open_store
 
 DEFAULT_BUCKET = "spotsim-runs"
 LOCK_NAME = ".spotsim.lock"
+PROBE_EVENTS = "probe.events.jsonl"  # the job's events while it was measured for --work
 
 
 @dataclass
@@ -44,41 +47,47 @@ def run_live(
     bucket_env: dict[str, str] | None = None,
     save_watch: SaveWatch | None = None,
     on_progress: Callable[[Progress], None] = lambda p: None,
+    on_scale: Callable[[Scale], None] = lambda scale: None,
 ) -> RunOutcome:
     """Run ``config`` against ``bucket`` (default: a fresh prefix on the embedded emulator) and write
     ``events.jsonl``, ``summary.json`` and ``timeline.png`` under ``config.out``.
 
     ``bucket_env`` is extra environment for the job (and the bucket check), e.g. the
     ``STORAGE_EMULATOR_HOST`` of an emulator the caller runs; ``save_watch`` sees saves
-    being written, for kill points inside a save."""
+    being written, for kill points inside a save. With ``config.work_s``, the job is first measured
+    (:mod:`spotsim.harness.probe`) and K chosen for it, then given to ``on_scale``."""
     check_command(config.command)
     if any(config.schedule.in_save) and save_watch is None:
         raise InvalidOption("kill points inside a save (N:save) need a save watch: use them with spotsim verify")
     with out_dir(config.out), _checkpoint_bucket(bucket, bucket_env or {}) as (uri, store_env):
         _clear_outputs(config.out)
+        if config.needs_scale:
+            config = config.with_scale(probe_scale(config, os.environ | store_env, uri))
+            on_scale(config.scale)
         env = os.environ | store_env | _contract_env(config, uri)
         with tempfile.TemporaryDirectory(prefix="spotsim-vm-disk-") as disk:
             run = LiveRun(config, env, local_disk=Path(disk) / "local", save_watch=save_watch, on_progress=on_progress)
             started = time.monotonic()
             ends = run.run()
             wall_s = time.monotonic() - started
-        attempts = read_run_log(config.out / "events.jsonl")
-        summary = summarize(attempts, config, machine, wall_s=wall_s) | {"run_id": run.run_id, "checkpoint_uri": uri}
+        events = read_events(config.out / "events.jsonl")
+        attempts, clock = split_attempts(events), run_clock(events, config.clock)
+        summary = summarize(attempts, clock, config, machine, wall_s=wall_s) | {"run_id": run.run_id, "checkpoint_uri": uri}
         interrupted = bool(ends) and ends[-1].cause == "interrupted"
         summary["interrupted"] = interrupted
+        summary["projection"] = projection_for(summary, config)
         (config.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         from spotsim.report import plot_timeline
 
         title = f"{' '.join(config.command[-3:])} · {config.schedule.describe()} · kill {config.kill}"
-        plot_timeline(attempts, summary["interruptions"], config.out / "timeline.png", time_scale=config.time_scale,
-                      title=title)  # fmt: skip
+        plot_timeline(attempts, summary, clock.to_sim, config.out / "timeline.png", title=title)
     crash = run.crash if ends and ends[-1].cause in ("crash", "timeout") else None
     return RunOutcome(summary, config.out, crash, interrupted, run.gave_up)
 
 
 def _clear_outputs(out: Path) -> None:
     """A rerun into the same directory starts afresh: nothing of an earlier run may pass for this one's."""
-    for name in ("events.jsonl", "summary.json", "timeline.png"):
+    for name in ("events.jsonl", "summary.json", "timeline.png", PROBE_EVENTS):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "output", ignore_errors=True)
 
@@ -87,13 +96,42 @@ def _contract_env(config: RunConfig, uri: str) -> dict[str, str]:
     env = {
         "SPOTSIM_CHECKPOINT_URI": uri,
         "SPOTSIM_OUTPUT_DIR": str((config.out / "output").absolute()),
-        "SPOTSIM_STEP_EVENT_INTERVAL": str(config.step_event_interval_s),
+        "SPOTSIM_STEP_EVENT_INTERVAL": repr(config.step_event_real_s),
     }
     if config.real_interval_s is not None:
         env["SPOTSIM_CHECKPOINT_INTERVAL"] = repr(config.real_interval_s)
     if config.interval_steps is not None:
         env["SPOTSIM_CHECKPOINT_INTERVAL_STEPS"] = str(config.interval_steps)
     return env
+
+
+def measure_scale(config: RunConfig, *, bucket: str | None = None, bucket_env: dict[str, str] | None = None) -> Scale:
+    """Measure the job once and choose K for its ``--work``: for commands whose runs must share one K
+    (verify compares runs bit for bit; a sweep compares them with each other)."""
+    check_command(config.command)
+    with out_dir(config.out), _checkpoint_bucket(bucket, bucket_env or {}) as (uri, store_env):
+        return probe_scale(config, os.environ | store_env, uri)
+
+
+def probe_scale(config: RunConfig, env: dict[str, str], uri: str) -> Scale:
+    """Measure the job on a throwaway prefix next to ``uri``, then choose K for its ``--work``."""
+    probe_uri = uri.rstrip("/") + "-probe"
+    events = config.out / PROBE_EVENTS
+    try:
+        probe = probe_job(config.command, env | _contract_env(config, probe_uri), events.absolute())
+    finally:
+        _delete_prefix(probe_uri, env)
+    return choose_scale(
+        config.work_s, step_s=probe.step_s, steps=config.total_steps, save_s=probe.save_s,
+        interval_s=config.interval_s, can_add_steps=config.steps_adjustable,
+    )  # fmt: skip
+
+
+def _delete_prefix(uri: str, env: dict[str, str]) -> None:
+    """The probe's checkpoints must not be found by the run (or left in the user's bucket)."""
+    with open_store(uri, **store_options(uri, env)) as store:
+        for key in store.list(""):
+            store.delete(key)
 
 
 def store_options(uri: str, env: dict[str, str]) -> dict[str, str]:

@@ -173,11 +173,15 @@ class AttemptRecord:
         return next((t for t, s in self.steps if s > self.first_step), None)
 
 
+def read_events(path: Path) -> list[dict]:
+    """Every event of the run log, in order."""
+    with open(path, "rb") as f:
+        return [e for line in f if line.strip() and (e := parse_line(line)) is not None]
+
+
 def read_run_log(path: Path) -> list[AttemptRecord]:
     """The attempts the run log describes, in order."""
-    with open(path, "rb") as f:
-        events = [e for line in f if line.strip() and (e := parse_line(line)) is not None]
-    return split_attempts(events)
+    return split_attempts(read_events(path))
 
 
 def split_attempts(events: list[dict]) -> list[AttemptRecord]:

@@ -13,8 +13,10 @@ A job that reported ``done`` is finished: it is never preempted or relaunched,
 and if it does not exit within :data:`DONE_EXIT_WAIT_S` the harness stops it.
 An attempt past ``--attempt-timeout`` is stopped and counted as a crash.
 
-All configured durations are simulated seconds; the live run divides them by
-the time scale K.
+All configured durations are simulated seconds. The VM's uptime runs on the
+simulated clock (:mod:`spotsim.clock`): K× while the job computes, 1× while it
+starts up, blocks on a checkpoint or exits, so fixed costs are never
+multiplied by K; the grace is real seconds too.
 """
 
 from __future__ import annotations
@@ -32,17 +34,19 @@ from pathlib import Path
 
 import numpy as np
 
+from spotsim.clock import AttemptClock, RunClock
 from spotsim.errors import JobCrashed
 from spotsim.events import EventLog
 from spotsim.harness.config import RunConfig
 from spotsim.harness.runlog import JobEventReader, RunLogTail
 from spotsim.harness.save_watch import SaveWatch
-from spotsim.harness.schedule import Lifetime, format_kill_points
 from spotsim.lifeline import Reaper
+from spotsim.preemption import Lifetime, format_kill_points
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.02
+MIN_POLL_S = 0.001
 STDERR_TAIL_BYTES = 4000
 DONE_EXIT_WAIT_S = 5.0  # real seconds a job may take to exit after `done` (TensorFlow's teardown takes ~1 s)
 STOP_GRACE_S = 2.0  # real seconds between SIGTERM and SIGKILL when the harness stops a job itself
@@ -89,8 +93,10 @@ class LiveRun:
         self.run_id = uuid.uuid4().hex[:12]
         self.run_log = EventLog(config.out / "events.jsonl")
         self.tail = RunLogTail()
+        self.run_clock = RunClock(config.clock)
         self.progress = Progress()
         self.rng = np.random.default_rng(config.seed)
+        self.lifetime_rng = np.random.default_rng(config.seed)
         self.ends: list[AttemptEnd] = []
         self.lifetimes: list[Lifetime] = []
         self.crash: JobCrashed | None = None
@@ -167,7 +173,7 @@ class LiveRun:
 
     def _draw_lifetime(self, attempt: int) -> Lifetime:
         """This attempt's VM lifetime; once ``--max-preemptions`` is reached, VMs live forever."""
-        lifetime = self.config.schedule.lifetime(attempt)
+        lifetime = self.config.schedule.lifetime(attempt, self.lifetime_rng)
         limit = self.config.max_preemptions
         if limit is not None and self.progress.preemptions >= limit:
             lifetime = Lifetime(None)
@@ -175,22 +181,20 @@ class LiveRun:
         return lifetime
 
     def _supervise(self, attempt: int, process: subprocess.Popen, lifetime: Lifetime) -> AttemptEnd:
-        """Watch one attempt until it exits; preempt it when its uptime (or kill point) is up."""
-        scale, launched = self.config.time_scale, time.monotonic()
-        notice_at = launched + lifetime.uptime_s / scale if lifetime.uptime_s is not None else None
+        """Watch one attempt until it exits; preempt it when its simulated uptime (or kill point) is up."""
+        clock = self.run_clock.current
         timeout = self.config.attempt_timeout_s
-        timeout_at = launched + timeout / scale if timeout is not None else None
         kill_at: float | None = None
         signals: list[str] = []
         while process.poll() is None:
             self._follow_events(attempt)
-            now = time.monotonic()
+            now, uptime = time.monotonic(), clock.uptime(time.time())
             if self.tail.done_step is not None:  # finished: never preempted, stopped if it lingers
                 self._stop_after_done(attempt, process)
-            elif timeout_at is not None and now >= timeout_at:
+            elif timeout is not None and uptime >= timeout:
                 self._emit("stop", attempt=attempt, reason="attempt timeout", step=self.tail.last_step)
                 return AttemptEnd(attempt, "timeout", _reap(process))
-            elif not signals and self._due(lifetime, notice_at, attempt, now):
+            elif not signals and preemption_due(lifetime, uptime, self._progress_of(attempt)):
                 write = self._save_write(lifetime, attempt)
                 if write is not False:
                     kill_at = self._preempt(attempt, process, now, write, signals)
@@ -198,7 +202,7 @@ class LiveRun:
             elif kill_at is not None and now >= kill_at:
                 signals.append(self._signal(attempt, process, signal.SIGKILL))
                 kill_at = None
-            time.sleep(POLL_S)
+            time.sleep(self._poll_s(lifetime, clock, signals, kill_at))
         self._follow_events(attempt, final=True)
         self._disarm()
         code = process.returncode
@@ -210,8 +214,21 @@ class LiveRun:
             return AttemptEnd(attempt, "preempted", code, progressed)
         return AttemptEnd(attempt, "crash", code, progressed)
 
-    def _due(self, lifetime: Lifetime, notice_at: float | None, attempt: int, now: float) -> bool:
-        return (notice_at is not None and now >= notice_at) or self._reached(lifetime.at_step, attempt)
+    def _poll_s(self, lifetime: Lifetime, clock: AttemptClock, signals: list[str], kill_at: float | None) -> float:
+        """Sleep until the next poll, or less when the preemption falls due sooner (at K× a poll is long)."""
+        wait = POLL_S
+        if not signals and lifetime.uptime_s is not None:
+            wait = min(wait, clock.real_until(lifetime.uptime_s, time.time()))
+        if kill_at is not None:
+            wait = min(wait, kill_at - time.monotonic())
+        return max(wait, MIN_POLL_S)
+
+    def _progress_of(self, attempt: int) -> tuple[int, int] | None:
+        """(step reached, step resumed from) of this attempt, once it has reported a step."""
+        tail = self.tail
+        if tail.attempt != attempt or tail.last_step is None:
+            return None
+        return tail.last_step, tail.resumed_step or 0
 
     def _save_write(self, lifetime: Lifetime, attempt: int) -> str | None | bool:
         """For a kill inside a save: the write to kill in (False while none has started yet).
@@ -228,7 +245,7 @@ class LiveRun:
         sigkill = self.config.kill.draw_sigkill(self.rng)
         signals.append(self._signal(attempt, process, signal.SIGKILL if sigkill else signal.SIGTERM, write))
         self._disarm()  # a held upload's response goes out only now that the signal is out
-        return None if sigkill else now + self.config.grace_s / self.config.time_scale
+        return None if sigkill else now + self.config.grace_s  # the grace is a fixed cost: real seconds
 
     def _disarm(self) -> None:
         if self._armed:
@@ -249,13 +266,6 @@ class LiveRun:
         except subprocess.TimeoutExpired:
             _kill_group(process, signal.SIGKILL)
             process.wait()
-
-    def _reached(self, step: int | None, attempt: int) -> bool:
-        """Whether this attempt has reported progress to ``step`` (or past its resume point)."""
-        tail = self.tail
-        if step is None or tail.attempt != attempt or tail.last_step is None:
-            return False
-        return tail.last_step >= step and tail.last_step > (tail.resumed_step or 0)
 
     def _signal(self, attempt: int, process: subprocess.Popen, sig: signal.Signals, write: str | None = None) -> str:
         self._emit(
@@ -311,6 +321,7 @@ class LiveRun:
         record = {"t": time.time(), "event": event, **fields}
         self.run_log.write(record)
         self.tail.apply(record)
+        self.run_clock.apply(record)
 
     def _follow_events(self, attempt: int, *, final: bool = False) -> None:
         """Copy the job's new, valid events into the run log; a malformed one becomes an anomaly."""
@@ -318,11 +329,23 @@ class LiveRun:
         for event in events:
             self.run_log.write(event)
             self.tail.apply(event)
+            self.run_clock.apply(event)
         for problem in problems:
             self._emit("malformed", attempt=attempt, problem=problem)
         p = self.progress
         p.step, p.checkpoints, p.lost_steps = self.tail.last_step or 0, self.tail.checkpoints, self.tail.lost_steps
         self.on_progress(p)
+
+
+def preemption_due(lifetime: Lifetime, uptime_s: float, progress: tuple[int, int] | None) -> bool:
+    """The kill decision, a pure timer: the VM's simulated uptime has reached its drawn lifetime, or the
+    attempt has reported the kill point's step (beyond the step it resumed from)."""
+    if lifetime.uptime_s is not None and uptime_s >= lifetime.uptime_s:
+        return True
+    if lifetime.at_step is None or progress is None:
+        return False
+    reached, resumed = progress
+    return reached >= lifetime.at_step and reached > resumed
 
 
 def _kill_group(process: subprocess.Popen, sig: int) -> None:

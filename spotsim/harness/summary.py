@@ -1,7 +1,12 @@
 """From a run log to ``summary.json``: lost work, overheads and projected cost.
 
 Units: ``wall_s`` is real seconds; every other duration is in simulated
-seconds (real × time scale K), and ``time_scale`` says what K was.
+seconds on the phase-aware clock (:mod:`spotsim.clock`): training compute is
+real × K, start-up, checkpoint blocking, the notice and everything after
+``done`` count at their real duration. ``clock`` states K and each phase's
+real and simulated seconds. ``checkpoint_persist_s`` is the simulated
+training that passes while saves persist in the background (real × K): the
+window in which a finished checkpoint is not yet durable.
 
 Lost work per interruption (preemption or crash) is the last step the
 attempt reported minus the step the next attempt resumed from; the summary
@@ -11,40 +16,49 @@ resumes from a step it never reported (its events are not trustworthy).
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import asdict
 
+from spotsim.clock import Clock, PhaseTime, RunClock, check_interval_bound
 from spotsim.cost import Machine, project
+from spotsim.errors import InvalidOption
+from spotsim.sim.calibration import Calibration
+from spotsim.sim.projection import project_run
 from spotsim.harness.config import RunConfig
 from spotsim.harness.runlog import AttemptRecord
 
 
-def summarize(attempts: list[AttemptRecord], config: RunConfig, machine: Machine, *, wall_s: float) -> dict:
+def run_clock(events: list[dict], clock: Clock) -> RunClock:
+    """The run's simulated clock, fed its whole log."""
+    folded = RunClock(clock)
+    for event in events:
+        folded.apply(event)
+    return folded
+
+
+def summarize(attempts: list[AttemptRecord], clock: RunClock, config: RunConfig, machine: Machine, *, wall_s: float) -> dict:
     k = config.time_scale
-    grace_real_s = config.grace_s / k
     interruptions = [
-        x for i, a in enumerate(attempts) if (x := _interruption(a, _next_started(attempts, i), grace_real_s))
+        x for i, a in enumerate(attempts) if (x := _interruption(a, _next_started(attempts, i), config.grace_s))
     ]
     preemptions = [x for x in interruptions if x["cause"] == "preempted"]
     lost_steps = sum(x["lost_steps"] for x in interruptions if x["lost_steps"] is not None)
-    step_time = _step_time_s(attempts)
+    step_real = _step_time_s(attempts)
+    step_s = step_real * k if step_real else None
     completed = bool(attempts) and attempts[-1].cause == "done"
     final_step = attempts[-1].done_step if completed else max((a.last_step for a in attempts if a.started), default=0)
     steps_computed = sum(a.last_step - a.first_step for a in attempts if a.started)
-    restarts = [r for a in attempts[1:] if (r := _restart_overhead(a)) is not None]
+    restarts = [r for i, a in enumerate(attempts) if i > 0 and (r := _overhead(a, clock, i, step_s)) is not None]
     checkpoints = [c for a in attempts for c in a.checkpoints]
-    blocking_real = sum(float(c.get("blocking_s", 0.0)) for c in checkpoints)
-    capacity_wait_s = sum(a.capacity_wait_s for a in attempts)
-    lost_time_real = lost_steps * step_time if step_time else 0.0
-    preempt_added_real = (
-        lost_time_real + sum(restarts) + sum(x["notice_to_exit_s"] or 0.0 for x in preemptions)
-        + sum(a.delay_s + a.capacity_wait_s for a in attempts[:-1]) / k
-    )  # fmt: skip
-    sim_wall_s = wall_s * k
-    projection = project(
-        machine,
-        billed_hours=max(0.0, sim_wall_s - capacity_wait_s) / 3600,
-        uninterrupted_hours=max(0.0, wall_s - preempt_added_real) * k / 3600,
-    )
+    blocking = sum(float(c.get("blocking_s", 0.0)) for c in checkpoints)
+    phases = clock.phases()
+    sim_wall_s = sum(p.sim_s for p in phases.values())
+    capacity_wait_s = phases["capacity_wait"].sim_s
+    startup_s = _overhead(attempts[0], clock, 0, step_s) if attempts else None
+    uninterrupted_s = _uninterrupted_s(config, startup_s, final_step, step_s, blocking / max(len(checkpoints), 1))
+    projection = project(machine, billed_hours=max(0.0, sim_wall_s - capacity_wait_s) / 3600,
+                         uninterrupted_hours=uninterrupted_s / 3600)  # fmt: skip
     return {
         "completed": completed,
         "final_step": final_step,
@@ -53,17 +67,18 @@ def summarize(attempts: list[AttemptRecord], config: RunConfig, machine: Machine
         "crashes": sum(1 for x in interruptions if x["cause"] in ("crash", "timeout")),
         "timeouts": sum(1 for x in interruptions if x["cause"] == "timeout"),
         "lost_steps": lost_steps,
-        "lost_time_s": lost_time_real * k,
+        "lost_time_s": lost_steps * step_s if step_s else 0.0,
         "steps_computed": steps_computed,
         "identity_holds": steps_computed == final_step + lost_steps,
         "anomalies": _anomalies(attempts, interruptions),
+        "warnings": _warnings(config, attempts, checkpoints),
         "checkpoints": len(checkpoints),
-        "checkpoint_blocking_s": blocking_real * k,
+        "checkpoint_blocking_s": blocking,
         "checkpoint_persist_s": sum(float(c.get("persist_s", 0.0)) for c in checkpoints) * k,
-        "checkpoint_overhead": blocking_real / wall_s if wall_s > 0 else 0.0,
-        "restart_overhead_s": (sum(restarts) / len(restarts)) * k if restarts else None,
-        "step_time_s": step_time * k if step_time else None,
-        "startup_s": _startup_s(attempts, k),
+        "checkpoint_overhead": blocking / sim_wall_s if sim_wall_s > 0 else 0.0,
+        "restart_overhead_s": sum(restarts) / len(restarts) if restarts else None,
+        "step_time_s": step_s,
+        "startup_s": startup_s,
         "wall_s": wall_s,
         "sim_wall_s": sim_wall_s,
         "time_scale": k,
@@ -74,9 +89,88 @@ def summarize(attempts: list[AttemptRecord], config: RunConfig, machine: Machine
         "prices": list(machine.sources),
         "spot_usd_per_hour": machine.spot_usd_per_hour,
         "on_demand_usd_per_hour": machine.on_demand_usd_per_hour,
+        "clock": _clock(config, phases),
         "settings": _settings(config),
-        "interruptions": [_scaled(x, k) for x in interruptions],
+        "interruptions": interruptions,
     }
+
+
+def projection_for(summary: dict, config: RunConfig) -> dict:
+    """The simulator calibrated from this run, over its work at its settings (:mod:`spotsim.sim.projection`)."""
+    schedule = config.schedule
+    if not schedule.simulable:
+        return {"skipped": f"the simulator draws poisson, weibull or trace preemptions, not {schedule.describe()}"}
+    if not summary["step_time_s"]:
+        return {"skipped": "the run measured no step time (fewer than 2 steps reported)"}
+    calibration = Calibration.from_summaries([summary])
+    # the work the live run stood for: its own steps at its measured step time (the probe's may differ)
+    work_s = summary["final_step"] * calibration.step_s if summary["completed"] else config.work_s
+    job = calibration.job(
+        work_s=work_s, restart_delay_s=config.restart_delay_s, grace_s=config.grace_s,
+        sigkill_fraction=config.kill.sigkill_fraction,
+    )  # fmt: skip
+    interval = config.interval_s or config.interval_steps * calibration.step_s
+    live = {"wall_s": summary["sim_wall_s"], "lost_s": summary["lost_time_s"]} | {
+        key: summary[key] for key in ("billed_hours", "spot_cost_usd", "savings", "preemptions")
+    }
+    try:
+        projected = project_run(
+            job, schedule, interval, spot_usd_per_hour=summary["spot_usd_per_hour"],
+            on_demand_usd_per_hour=summary["on_demand_usd_per_hour"], live=live, seed=config.seed,
+        )  # fmt: skip
+    except InvalidOption as e:  # a job the simulator cannot finish in its bounds
+        return {"skipped": str(e)}
+    notes = []
+    if config.max_preemptions is not None:
+        notes.append(f"the live run stopped preempting after {config.max_preemptions}; the projection does not")
+    if not summary["completed"]:
+        notes.append("the live run did not finish: its figures are partial")
+    return projected | {"notes": notes}
+
+
+def _clock(config: RunConfig, phases: dict[str, PhaseTime]) -> dict:
+    return {
+        "k": config.time_scale,
+        "work_s": config.work_s,
+        "startup_s": config.startup_s,
+        "chosen": config.scale.note if config.scale else None,
+        "phases": {name: {"real_s": p.real_s, "sim_s": p.sim_s} for name, p in phases.items()},
+    }
+
+
+def _overhead(attempt: AttemptRecord, clock: RunClock, index: int, step_s: float | None) -> float | None:
+    """Simulated seconds from launch to the first step past the resume, less that step's own compute:
+    spawn, imports, restore, and whatever else delays the first step (R, or the first attempt's start-up)."""
+    first = attempt.first_progress_t
+    if first is None or index >= len(clock.attempts):
+        return None
+    started = clock.attempts[index].phases(first)["startup"].sim_s
+    return max(started, clock.attempts[index].uptime(first) - (step_s or 0.0))
+
+
+def _uninterrupted_s(config: RunConfig, startup_s: float | None, final_step: int, step_s: float | None,
+                     blocking_s: float) -> float:  # fmt: skip
+    """The same job without preemptions: one start-up, its steps, and its periodic checkpoints."""
+    useful = final_step * (step_s or 0.0)
+    if config.interval_s is not None:
+        saves = math.ceil(useful / config.interval_s) if useful > 0 else 0
+    else:
+        saves = final_step // config.interval_steps + 1
+    return (startup_s or 0.0) + useful + saves * blocking_s
+
+
+def _warnings(config: RunConfig, attempts: list[AttemptRecord], checkpoints: list[dict]) -> list[str]:
+    """What makes the figures less trustworthy without being the job's fault."""
+    found = []
+    saves = [float(c.get("blocking_s", 0.0)) + float(c.get("persist_s", 0.0)) for c in checkpoints
+             if c.get("kind", "periodic") == "periodic"]  # fmt: skip
+    if config.scale is None and saves and (line := check_interval_bound(config.interval_s, config.time_scale,
+                                                                       statistics.median(saves))):  # fmt: skip
+        found.append(line)
+    if config.time_scale != 1 and attempts and not any(a.started or a.steps for a in attempts):
+        found.append("the job reported no start or step events: its compute could not be told from its start-up, "
+                     "so nothing was compressed by K")  # fmt: skip
+    return found
 
 
 def _next_started(attempts: list[AttemptRecord], i: int) -> AttemptRecord | None:
@@ -84,7 +178,7 @@ def _next_started(attempts: list[AttemptRecord], i: int) -> AttemptRecord | None
     return next((a for a in attempts[i + 1 :] if a.started), None)
 
 
-def _interruption(attempt: AttemptRecord, following: AttemptRecord | None, grace_real_s: float) -> dict | None:
+def _interruption(attempt: AttemptRecord, following: AttemptRecord | None, grace_s: float) -> dict | None:
     """One preemption or crash: what it cost, and for SIGTERM whether the emergency save made it.
 
     An attempt killed before its ``start`` event restored nothing and computed
@@ -112,7 +206,7 @@ def _interruption(attempt: AttemptRecord, following: AttemptRecord | None, grace
         ]
         record["emergency_checkpoint"] = bool(emergency)
         # The question for a fixed grace window: was the emergency checkpoint committed before the SIGKILL?
-        record["emergency_in_grace"] = bool(emergency) and emergency[0] <= grace_real_s
+        record["emergency_in_grace"] = bool(emergency) and emergency[0] <= grace_s
         record["emergency_after_s"] = emergency[0] if emergency else None
         record["exited_in_grace"] = "SIGKILL" not in record["signals"]
     return record
@@ -135,34 +229,17 @@ def _anomalies(attempts: list[AttemptRecord], interruptions: list[dict]) -> list
     return found
 
 
-def _restart_overhead(attempt: AttemptRecord) -> float | None:
-    """Real seconds from launch to the first step completed after the resume."""
-    first = attempt.first_progress_t
-    return first - attempt.launch_t if first is not None else None
-
-
-def _startup_s(attempts: list[AttemptRecord], k: float) -> float | None:
-    """The first attempt's launch to its first step (imports, data, model), simulated seconds."""
-    first = attempts[0].first_progress_t if attempts else None
-    return (first - attempts[0].launch_t) * k if first is not None else None
-
-
 def _step_time_s(attempts: list[AttemptRecord]) -> float | None:
-    """Mean real seconds per step while training (checkpoint blocking included), over all attempts."""
+    """Mean real seconds of compute per step (checkpoint blocking excluded), over all attempts."""
     seconds = steps = 0.0
     for a in attempts:
         progress = [(t, s) for t, s in a.steps if s > a.first_step]
         if len(progress) >= 2:
-            seconds += progress[-1][0] - progress[0][0]
-            steps += progress[-1][1] - progress[0][1]
+            (t0, s0), (t1, s1) = progress[0], progress[-1]
+            blocked = sum(float(c.get("blocking_s", 0.0)) for c in a.checkpoints if t0 < c["t"] <= t1)
+            seconds += max(0.0, t1 - t0 - blocked)
+            steps += s1 - s0
     return seconds / steps if steps > 0 else None
-
-
-def _scaled(record: dict, k: float) -> dict:
-    """Real seconds to simulated ones."""
-    return record | {
-        key: record[key] * k for key in ("notice_to_exit_s", "emergency_after_s") if record.get(key) is not None
-    }
 
 
 def _settings(config: RunConfig) -> dict:
@@ -170,5 +247,6 @@ def _settings(config: RunConfig) -> dict:
         "command": list(config.command), "schedule": config.schedule.describe(),
         "interval_s": config.interval_s, "interval_steps": config.interval_steps, "kill": str(config.kill),
         "grace_s": config.grace_s, "restart_delay_s": config.restart_delay_s, "seed": config.seed,
+        "work_s": config.work_s, "startup_s": config.startup_s, "total_steps": config.total_steps,
         "max_preemptions": config.max_preemptions, "max_crashes": config.max_crashes,
     }  # fmt: skip

@@ -85,6 +85,7 @@ class Verdict:
     interval: str  # the checkpoint interval the runs were given
     reference_failures: list[str] = field(default_factory=list)
     reference_inconclusive: list[str] = field(default_factory=list)
+    clock: str = "K = 1: every duration is real"  # how K was chosen, with --work
 
     @property
     def outcome(self) -> str:

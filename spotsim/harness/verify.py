@@ -27,21 +27,30 @@ import contextlib
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from spotsim.checkpoint import CheckpointManager
+from spotsim.clock import Scale
 from spotsim.cost import Machine
 from spotsim.errors import InvalidOption, SpotsimError
 from spotsim.harness.compare import artifact_tensors, compare, result_tensors
-from spotsim.harness.config import KillMode, RunConfig, check_command
-from spotsim.harness.live import RunOutcome, out_dir, run_live, store_options
+from spotsim.harness.config import RunConfig, check_command
+from spotsim.harness.live import RunOutcome, out_dir, probe_scale, run_live, store_options
 from spotsim.harness.runlog import AttemptRecord, read_run_log
 from spotsim.harness.save_watch import BucketProxy, DirectoryWatch, SaveWatch
-from spotsim.harness.schedule import Schedule, format_kill_points, parse_kill_points, parse_schedule
 from spotsim.harness.verdict import RunCheck, Verdict, first_attempt_failures, observed, resume_failures, untested
+from spotsim.preemption import (
+    KillMode,
+    Schedule,
+    Sigkill,
+    Steps,
+    format_kill_points,
+    parse_kill_points,
+    parse_schedule,
+)
 
 KEEP_EVERY_CHECKPOINT = "1000000"  # so a divergence can be located checkpoint by checkpoint
 # Kinds of state a resume needs, as TorchState/TFState name them; absent ones are reported.
@@ -62,7 +71,7 @@ class VerifyConfig:
     out: Path
     runs: int = 3
     kills_per_run: int = 2
-    kill: KillMode = KillMode(1.0)
+    kill: KillMode = Sigkill()
     seed: int = 0
     artifact: str | None = None
     bucket: str | None = None
@@ -73,6 +82,10 @@ class VerifyConfig:
     attempt_timeout_s: float | None = None  # default: REFERENCE_TIMEOUT_S, then a multiple of the reference
     local_disk: str = "wipe"
     emulator_url: str | None = None  # a running GCS emulator to use instead of starting one (with bucket None)
+    work_s: float | None = None  # simulated compute the job stands for: K is measured once and shared by every run
+    total_steps: int | None = None  # the job's steps in all (needed with work_s)
+    steps_adjustable: bool = False  # a built-in workload: more steps may be run for work_s
+    scale: Scale | None = None  # K chosen for work_s, once measured
 
     def __post_init__(self) -> None:
         if self.bucket is not None and self.emulator_url is not None:
@@ -84,6 +97,10 @@ class VerifyConfig:
         if self.artifact is not None and (Path(self.artifact).is_absolute() or ".." in Path(self.artifact).parts):
             raise InvalidOption(f"--artifact {self.artifact!r} must be a path relative to SPOTSIM_OUTPUT_DIR")
         auto = self.interval_s is None and self.interval_steps is None
+        if self.work_s is not None and auto:
+            raise InvalidOption("--work needs --interval (simulated, like --work) or --interval-steps")
+        if self.work_s is not None:
+            self.probe_config()  # checks --work against the interval and the steps
         # The options every run shares are checked where every run's settings are built: RunConfig.
         self.run_config("check", parse_schedule("poisson", 0), interval_s=PROBE_INTERVAL_S if auto else
                         self.interval_s, timeout_s=self.attempt_timeout_s)  # fmt: skip
@@ -97,7 +114,23 @@ class VerifyConfig:
             interval_s=interval_s, interval_steps=self.interval_steps,
             kill=self.kill, grace_s=self.grace_s, seed=self.seed, max_crashes=1,
             attempt_timeout_s=timeout_s, local_disk=self.local_disk, step_event_interval_s=0.0,
+            time_scale=self.scale.k if self.scale else 1.0,
         )  # fmt: skip
+
+    def probe_config(self) -> RunConfig:
+        """The settings the job is measured under to choose K for ``work_s``."""
+        return replace(
+            self.run_config("probe", parse_schedule("poisson", 0), interval_s=self.interval_s, timeout_s=None),
+            time_scale=1.0, work_s=self.work_s, total_steps=self.total_steps, steps_adjustable=self.steps_adjustable,
+        )  # fmt: skip
+
+    def scaled(self, scale: Scale) -> VerifyConfig:
+        """Every run at K chosen for ``work_s`` (a built-in workload may run more steps for it)."""
+        return replace(self, command=self.probe_config().with_scale(scale).command, scale=scale)
+
+    @property
+    def time_scale(self) -> float:
+        return self.scale.k if self.scale else 1.0
 
 
 @dataclass
@@ -144,10 +177,16 @@ def verify(config: VerifyConfig, machine: Machine, *, on_run: Callable[[str], No
     rng = np.random.default_rng(config.seed)
     check_command(config.command)
     with out_dir(config.out), _buckets(config) as buckets:
+        if config.work_s is not None and config.scale is None:
+            on_run("the job, measured for --work")
+            config = config.scaled(probe_scale(config.probe_config(), buckets.env, buckets.uri_for("probe")))
+            on_run(f"every run at {config.scale.note}")
         if buckets.watch is None and any(":save" in plan for plan in config.kill_plans):
             raise InvalidOption("kills inside saves need the embedded emulator or a file:// bucket, not a real bucket")
         reference, (failures, inconclusive) = _reference(config, buckets, machine, on_run)
         verdict = Verdict(reference.final_step, [], reference.describe_interval(), failures, inconclusive)
+        if config.scale is not None:
+            verdict.clock = config.scale.note
         if not failures and not inconclusive:
             plans = config.kill_plans or [
                 draw_kill_points(rng, reference, config.kills_per_run, in_save=buckets.watch is not None)
@@ -221,7 +260,7 @@ def _reference(
 def _reference_run(
     config: VerifyConfig, name: str, interval_s: float | None, buckets: Buckets, machine: Machine
 ) -> Reference:
-    timeout = config.attempt_timeout_s or REFERENCE_TIMEOUT_S
+    timeout = config.attempt_timeout_s or REFERENCE_TIMEOUT_S * config.time_scale  # the clock runs at K
     never = parse_schedule("poisson", 0)
     outcome = _run(config, name, never, buckets, machine, interval_s=interval_s, timeout_s=timeout)
     if not outcome.summary["completed"]:
@@ -248,8 +287,10 @@ def _check_run(
     config: VerifyConfig, name: str, plan: str, reference: Reference, buckets: Buckets, machine: Machine
 ) -> RunCheck:
     steps, in_save = parse_kill_points(plan)
-    schedule = Schedule("steps", 0.0, steps=steps, in_save=in_save)
-    timeout = config.attempt_timeout_s or max(RUN_TIMEOUT_MIN_S, RUN_TIMEOUT_FACTOR * reference.outcome.summary["wall_s"])
+    schedule = Steps(steps, in_save)
+    timeout = config.attempt_timeout_s or max(
+        RUN_TIMEOUT_MIN_S * config.time_scale, RUN_TIMEOUT_FACTOR * reference.outcome.summary["sim_wall_s"]
+    )  # simulated seconds, like the uptime it is compared with
     outcome = _run(config, name, schedule, buckets, machine, interval_s=reference.interval_s, timeout_s=timeout)
     attempts = read_run_log(outcome.out / "events.jsonl")
     kills, resumes = observed(attempts)

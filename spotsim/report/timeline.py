@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from spotsim.harness.runlog import AttemptRecord
 
 
 def plot_timeline(
-    attempts: list[AttemptRecord], interruptions: list[dict], path: Path, *, time_scale: float, title: str
+    attempts: list[AttemptRecord], summary: dict, to_sim: Callable[[float], float], path: Path, *, title: str
 ) -> None:
     """Steps against simulated time: one line per attempt, checkpoints as dots, kills as red marks,
-    and the lost segment of each interruption (steps computed twice) shaded.
+    the lost segment of each interruption (steps computed twice) shaded, and the projection beside it.
 
-    ``interruptions`` are the summary's records: the plot draws the summary's lost work, never its own."""
+    ``to_sim`` maps a real unix time onto the run's simulated clock; ``summary`` is the run's: the
+    plot draws its lost work and projection, never its own."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,34 +23,67 @@ def plot_timeline(
 
     if not attempts:
         return
-    t0 = attempts[0].launch_t
-    hours = 3600 / time_scale  # real seconds per simulated hour
 
     def x(t: float) -> float:
-        return (t - t0) / hours
+        return to_sim(t) / 3600
 
-    lost = {x["attempt"]: x for x in interruptions if (x.get("lost_steps") or 0) > 0}
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    lost = {x["attempt"]: x for x in summary["interruptions"] if (x.get("lost_steps") or 0) > 0}
+    fig, ax = plt.subplots(figsize=(11, 4.8))
     for i, a in enumerate(attempts):
         color = f"C{i % 10}"
         points = [(a.launch_t, a.first_step)] + a.steps
         ax.plot([x(t) for t, _ in points], [s for _, s in points], color=color, lw=1.5, label=f"attempt {a.attempt}")
-        ax.scatter([x(c["t"]) for c in a.checkpoints], [c["step"] for c in a.checkpoints], s=14, color=color,
-                   edgecolors="black", linewidths=0.5, zorder=3)  # fmt: skip
+        ax.scatter([x(c["t"]) for c in a.checkpoints], [c["step"] for c in a.checkpoints], s=10, color=color,
+                   edgecolors="black", linewidths=0.4, zorder=3)  # fmt: skip
         for t, name in a.signals:
             ax.axvline(x(t), color="red", lw=1, ls="-" if name == "SIGKILL" else ":")
         if (record := lost.get(a.attempt)) is not None:
             ax.axhspan(record["resumed_step"], record["last_step"], xmin=0, xmax=1, color="red", alpha=0.06)
             ax.annotate(f"lost {record['lost_steps']}", (x(a.exit_t or a.launch_t), record["last_step"]),
                         fontsize=7, color="red", xytext=(3, 3), textcoords="offset points")  # fmt: skip
-    ax.set_xlabel(f"simulated hours (time scale K = {time_scale:g})")
+    ax.set_xlabel(f"simulated hours (compute at K = {summary['time_scale']:,.4g}; start-up, saves and exits at 1×)")
     ax.set_ylabel("completed steps")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", ncol=2)
+    if lines := projection_lines(summary.get("projection") or {}):
+        text = "\n".join(lines).replace("$", r"\$")  # a bare $ starts matplotlib's math mode
+        ax.text(1.01, 1.0, text, transform=ax.transAxes, fontsize=7, va="top", family="monospace")
     fig.text(
         0.01, 0.01, "dots: checkpoints · red solid: SIGKILL · red dotted: SIGTERM · shaded: lost steps", fontsize=7
     )
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def projection_lines(projection: dict) -> list[str]:
+    """The projection in a few lines of text (the run's table and the timeline both show these)."""
+    if not projection or "metrics" not in projection:
+        return [f"projection: {projection['skipped']}"] if projection.get("skipped") else []
+    m, best = projection["metrics"], projection["best"]
+    lines = [f"projection: {projection['trials']:,} simulated runs over {duration(projection['work_s'])} of work"]
+    for name, label, fmt in (("wall_s", "wall", duration), ("lost_s", "lost work", duration),
+                             ("spot_cost_usd", "spot cost", money), ("savings", "savings", lambda v: f"{v:.1%}")):  # fmt: skip
+        d = m[name]
+        where = f"; live {fmt(d['live'])} (p{100 * d['live_percentile']:.0f})" if "live" in d else ""
+        lines.append(f"  {label}: mean {fmt(d['mean'])}, p10–p90 {fmt(d['p10'])}–{fmt(d['p90'])}{where}")
+    lines.append(f"at {best['asked_s']:,.4g} s: {money(best['asked_cost_usd'])} (p90 {money(best['asked_cost_p90_usd'])})")
+    if "optimum_s" in best:
+        daly = f"{money(best['daly_cost_usd'])}" if best.get("daly_cost_usd") is not None else "—"
+        lines.append(f"at the optimum {best['optimum_s']:,.4g} s: {money(best['optimum_cost_usd'])}; "
+                     f"at Daly's {best['daly_s']:,.4g} s: {daly}")  # fmt: skip
+    elif best.get("note"):
+        lines.append(best["note"])
+    return lines
+
+
+def duration(seconds: float) -> str:
+    """Seconds as the unit a reader expects: s, min or h."""
+    if abs(seconds) >= 3600:
+        return f"{seconds / 3600:,.2f} h"
+    return f"{seconds / 60:,.1f} min" if abs(seconds) >= 120 else f"{seconds:,.1f} s"
+
+
+def money(usd: float) -> str:
+    return f"${usd:,.2f}" if abs(usd) >= 10 else f"${usd:,.3g}"

@@ -1,16 +1,77 @@
-"""Calibrate the simulator from a live run: step time, C and R read from its ``summary.json``.
+"""Calibrate the simulator from live runs: the phases their ``summary.json`` measured.
 
-The file comes from disk, so it is checked like user input: a hand-edited or
-truncated summary gives one clear error naming the field, never a TypeError.
+:class:`Calibration` takes medians over one or more summaries (a run's own,
+for its projection; a sweep's, for its curves) and makes the simulator's
+:class:`~spotsim.sim.montecarlo.Job`. All durations are simulated seconds on
+the phase-aware clock, so start-up, R and C are the real measured seconds
+and only the step time carries K.
+
+:func:`calibration_from_run` reads a summary from disk, so it is checked like
+user input: a hand-edited or truncated summary gives one clear error naming
+the field, never a TypeError.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from spotsim.errors import InvalidOption
+from spotsim.sim.montecarlo import Job
+
+MIN_CHECKPOINT_S = 1e-6  # a run that wrote no checkpoint measured no C; the simulator needs C > 0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What live runs measured, per step, per checkpoint and per restart (simulated seconds)."""
+
+    step_s: float
+    checkpoint_s: float  # blocking per checkpoint
+    persist_s: float  # training that passes while one checkpoint persists (not yet durable)
+    restart_s: float  # launch of a later attempt to its first step past the resume
+    startup_s: float  # the first attempt's launch to its first step
+    work_s: float  # the compute the runs did: final step × step time
+
+    @classmethod
+    def from_summaries(cls, summaries: Iterable[dict]) -> Calibration:
+        """Medians over the runs of each measured phase (a phase no run measured counts 0).
+
+        Raises:
+            InvalidOption: no run measured a step time.
+        """
+        rows = list(summaries)
+        step = _median(r.get("step_time_s") for r in rows)
+        if not step:
+            raise InvalidOption("cannot calibrate the simulator: no run measured a step time (fewer than 2 steps)")
+        saved = [r for r in rows if r.get("checkpoints")]
+        return cls(
+            step_s=step,
+            checkpoint_s=max(_median(r["checkpoint_blocking_s"] / r["checkpoints"] for r in saved), MIN_CHECKPOINT_S),
+            persist_s=_median(r.get("checkpoint_persist_s", 0.0) / r["checkpoints"] for r in saved),
+            # a run without restarts still measured a start-up, which a restart repeats
+            restart_s=_median(r.get("restart_overhead_s") for r in rows) or _median(r.get("startup_s") for r in rows),
+            startup_s=_median(r.get("startup_s") for r in rows),
+            work_s=_median(r.get("final_step") for r in rows) * step,
+        )
+
+    def job(self, *, work_s: float | None = None, restart_delay_s: float = 0.0, grace_s: float = 0.0,
+            sigkill_fraction: float = 1.0) -> Job:  # fmt: skip
+        """The simulator's job for these costs, over ``work_s`` (default: the work the runs did)."""
+        return Job(
+            work_s=work_s or self.work_s, checkpoint_s=self.checkpoint_s, persist_s=self.persist_s,
+            restart_s=self.restart_s, restart_delay_s=restart_delay_s, step_s=self.step_s, grace_s=grace_s,
+            sigkill_fraction=sigkill_fraction, startup_s=self.startup_s,
+        )  # fmt: skip
+
+
+def _median(values: Iterable[object]) -> float:
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    return statistics.median(numbers) if numbers else 0.0
 
 
 def calibration_from_run(run_dir: Path) -> dict[str, float]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spotsim.errors import InvalidOption
-from spotsim.harness.schedule import Schedule
+from spotsim.preemption import KillMode, Schedule
 
 PERCENTILES = (50, 90, 99)
 
@@ -64,21 +64,40 @@ class Job:
             if not (np.isfinite(value) and (value > 0 if positive else value >= 0)):
                 label = name.removesuffix("_s").replace("_", " ")
                 raise InvalidOption(f"{label} must be {'> 0' if positive else '≥ 0'} seconds, got {value}")
+        if not 0.0 <= self.sigkill_fraction <= 1.0:
+            raise InvalidOption(f"sigkill fraction must be from 0 to 1, got {self.sigkill_fraction}")
+
+    @property
+    def kill(self) -> KillMode:
+        """The kill mode whose draws say which preemptions give notice."""
+        return KillMode.from_fraction(self.sigkill_fraction)
 
 
 @dataclass
 class Outcome:
-    """Per (interval, trial): wall, billed and lost seconds, and checkpoints written."""
+    """Per (interval, trial): wall, billed and lost seconds, and checkpoints written.
+
+    ``losses_s``, when asked for, holds per interval one flat array of every
+    preemption's lost seconds (all trials together), to compare whole
+    distributions with live runs' interruptions rather than only their means.
+    """
 
     wall_s: np.ndarray
     billed_s: np.ndarray
     lost_s: np.ndarray
     checkpoints: np.ndarray
     preemptions: np.ndarray
+    losses_s: list[np.ndarray] | None = None
 
 
-def simulate(job: Job, intervals_s: list[float], schedule: Schedule, *, trials: int, seed: int = 0) -> Outcome:
-    """Simulate ``trials`` trajectories for every interval; arrays are shaped (intervals, trials)."""
+def simulate(
+    job: Job, intervals_s: list[float], schedule: Schedule, *, trials: int, seed: int = 0, record_losses: bool = False
+) -> Outcome:
+    """Simulate ``trials`` trajectories for every interval; arrays are shaped (intervals, trials).
+
+    With ``record_losses``, also each preemption's lost seconds (:attr:`Outcome.losses_s`);
+    the draws, and so every other result, are the same either way.
+    """
     if not intervals_s or any(not (np.isfinite(t) and t > 0) for t in intervals_s):
         raise InvalidOption(f"intervals must be a non-empty list of positive seconds, got {intervals_s}")
     if trials < 1:
@@ -90,9 +109,10 @@ def simulate(job: Job, intervals_s: list[float], schedule: Schedule, *, trials: 
     tau_all = np.repeat(np.asarray(intervals_s, dtype=float), trials)
     left_all = np.full(n, float(job.work_s))  # work not yet durably checkpointed
     wall, billed, lost, saves, kills = (np.zeros(n) for _ in range(5))
-    lifetimes = _Lifetimes(schedule, rng, n)
+    used = np.zeros(n, dtype=np.int64)  # VMs each trajectory has had, for trace replay
     idx = np.arange(n)  # trajectories still running; the loop runs once per VM lifetime
     restarting = np.zeros(n, dtype=bool)  # the first VM starts up (startup_s) instead of restoring (R)
+    losses: list[tuple[np.ndarray, np.ndarray]] | None = [] if record_losses else None  # (trajectory, lost) per pass
     passes = 0
     while idx.size:
         passes += 1
@@ -101,7 +121,8 @@ def simulate(job: Job, intervals_s: list[float], schedule: Schedule, *, trials: 
                 f"stopped after {_LOOP_LIMIT:,} VM lifetimes with {idx.size:,} trajectories unfinished: "
                 "use shorter intervals, a lower preemption rate or less work"
             )
-        life, wait = lifetimes.next(idx)
+        life, wait = schedule.draw(rng, used[idx])
+        used[idx] += 1
         finished, died = _one_lifetime(job, tau_all[idx], left_all[idx], restarting, life, rng)
         wall[idx] += np.where(finished.done, finished.wall, life + job.restart_delay_s + wait)
         billed[idx] += np.where(finished.done, finished.wall, life + job.restart_delay_s)
@@ -109,8 +130,20 @@ def simulate(job: Job, intervals_s: list[float], schedule: Schedule, *, trials: 
         lost[idx] += died.lost
         left_all[idx] -= died.kept
         kills[idx] += ~finished.done
+        if losses is not None:
+            losses.append((idx[~finished.done], died.lost[~finished.done]))
         idx, restarting = idx[~finished.done], np.ones(int((~finished.done).sum()), dtype=bool)
-    return Outcome(*(a.reshape(shape) for a in (wall, billed, lost, saves, kills)))
+    outcome = Outcome(*(a.reshape(shape) for a in (wall, billed, lost, saves, kills)))
+    if losses is not None:
+        outcome.losses_s = _per_interval(losses, trials, len(intervals_s))
+    return outcome
+
+
+def _per_interval(losses: list[tuple[np.ndarray, np.ndarray]], trials: int, intervals: int) -> list[np.ndarray]:
+    """Each interval's preemption losses, one flat array each, from the (trajectory, lost) pairs of every pass."""
+    which = np.concatenate([trajectory for trajectory, _ in losses]) // trials
+    lost = np.concatenate([lost for _, lost in losses])
+    return [lost[which == i] for i in range(intervals)]
 
 
 @dataclass
@@ -140,7 +173,7 @@ def _one_lifetime(job: Job, tau, left, restarting, life, rng) -> tuple[_Finish, 
     finish_wall = r + (segments - 1) * (tau + c) + last
     # Preempted: whole segments are kept, the rest is lost unless an emergency save fits the notice.
     computed = np.where(died_restoring, 0.0, np.clip(life_after - done_in * (tau + c), 0.0, tau))
-    noticed = rng.random(life.shape) >= job.sigkill_fraction
+    noticed = job.kill.noticed(rng, life.size)
     rescued = ~done & ~died_restoring & noticed & (job.grace_s >= c) & (computed > 0)
     unsafe = _undurable(~done & ~died_restoring & ~rescued, life_after, done_in, tau, c, job.persist_s)
     kept = np.where(done, 0.0, done_in * tau - unsafe + np.where(rescued, computed, 0.0))
@@ -157,35 +190,6 @@ def _undurable(mask, life_after, done_in, tau, c, persist_s):
     return np.where(mask & (done_in >= 1) & (since_snapshot < persist_s), tau, 0.0)
 
 
-class _Lifetimes:
-    """VM uptimes (and the capacity wait after each) for running trajectories, drawn as needed."""
-
-    def __init__(self, schedule: Schedule, rng: np.random.Generator, n: int) -> None:
-        self.schedule, self.rng = schedule, rng
-        self.used = np.zeros(n, dtype=np.int64)  # VMs each trajectory has had, for trace replay
-        if schedule.kind == "trace":
-            runs = schedule.trace.lifetimes()
-            self.uptimes = np.array([np.inf if u is None else u for u, _ in runs])
-            self.waits = np.array([w for _, w in runs])
-
-    def next(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        size = idx.size
-        if self.schedule.kind == "trace":
-            i = self.used[idx]
-            self.used[idx] += 1
-            beyond = i >= len(self.uptimes)  # past the trace's end: no more preemptions
-            i = np.minimum(i, len(self.uptimes) - 1)
-            return np.where(beyond, np.inf, self.uptimes[i]), np.where(beyond, 0.0, self.waits[i])
-        rate = self.schedule.rate_per_hour
-        if rate == 0:
-            return np.full(size, np.inf), np.zeros(size)
-        mean = 3600.0 / rate
-        if self.schedule.kind == "poisson":
-            return self.rng.exponential(mean, size), np.zeros(size)
-        scale = _weibull_scale(mean, self.schedule.shape)  # the same mean uptime whatever the shape
-        return scale * self.rng.weibull(self.schedule.shape, size), np.zeros(size)
-
-
 def check_budget(job: Job, intervals_s: list[float], schedule: Schedule, trials: int) -> None:
     """Refuse a simulation that would run out of memory or loop for hours, before it allocates anything.
 
@@ -200,7 +204,7 @@ def check_budget(job: Job, intervals_s: list[float], schedule: Schedule, trials:
             f"{n:,} trajectories ({len(intervals_s)} intervals × {trials:,} trials) would need about "
             f"{n * _BYTES_PER_TRAJECTORY / 2**30:,.1f} GiB (bound: {MAX_TRAJECTORIES:,} trajectories); use fewer trials"
         )
-    survival, mean_uptime_s, most = _survival(schedule)
+    survival, mean_uptime_s, most = schedule.survival()
     steps = 0.0
     for tau, count in Counter(intervals_s).items():
         lives = min(expected_lifetimes(job, tau, survival), most)
@@ -258,38 +262,6 @@ def _survival_integral(survival: Callable[[np.ndarray], np.ndarray], start: floa
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
     return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))
-
-
-def _survival(schedule: Schedule) -> tuple[Callable[[np.ndarray], np.ndarray], float, float]:
-    """P(a VM lives ≥ t) under ``schedule``, its mean uptime, and the most lifetimes a trajectory can have."""
-    if schedule.kind == "trace":
-        runs = schedule.trace.lifetimes()
-        ups = np.sort([np.inf if u is None else u for u, _ in runs] or [np.inf])
-        finite = ups[np.isfinite(ups)]
-
-        def replayed(t: np.ndarray) -> np.ndarray:
-            return 1.0 - np.searchsorted(ups, t) / ups.size
-
-        # After the trace ends the VM lives on: a trajectory has at most len(runs) + 1 lifetimes.
-        return replayed, float(finite.mean()) if finite.size else math.inf, len(runs) + 1
-    if schedule.kind not in ("poisson", "weibull"):
-        raise InvalidOption(f"the simulator draws poisson, weibull or trace preemptions, not {schedule.kind}")
-    if schedule.rate_per_hour == 0:
-        return np.ones_like, math.inf, 1
-    mean = 3600.0 / schedule.rate_per_hour
-    shape = schedule.shape if schedule.kind == "weibull" else 1.0
-    scale = _weibull_scale(mean, shape)
-
-    def drawn(t: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", over="ignore"):  # a scale that underflowed to 0: S = 0
-            return np.exp(-((t / scale) ** shape))
-
-    return drawn, mean, math.inf
-
-
-def _weibull_scale(mean: float, shape: float) -> float:
-    """The scale that gives a Weibull of this shape the same mean uptime (exponential: shape 1)."""
-    return math.exp(math.log(mean) - math.lgamma(1 + 1 / shape))  # ln Γ: Γ itself overflows for shapes < ~0.006
 
 
 def summarise(

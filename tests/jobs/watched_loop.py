@@ -3,7 +3,8 @@ preemption notice save an ``emergency`` checkpoint and exit 0.
 
 Configured only through the contract's environment (``SPOTSIM_CHECKPOINT_URI``,
 ``SPOTSIM_EVENTS``, the interval variables; every 50 steps when none is set);
-``STEP_SLEEP`` sets the step time, ``TOTAL_STEPS`` the work, ``SAVE_DELAY`` makes
+``STEP_SLEEP`` sets the step time, ``TOTAL_STEPS`` the work, ``START_SLEEP`` adds
+that many seconds of start-up before the restore (a slow boot), ``SAVE_DELAY`` makes
 the emergency save take that many seconds longer (a large state), and ``CRASH_AT``
 makes it fail at that step, as a buggy job would.
 """
@@ -22,6 +23,7 @@ def main() -> int:
     configured = {"SPOTSIM_CHECKPOINT_INTERVAL", "SPOTSIM_CHECKPOINT_INTERVAL_STEPS"} & os.environ.keys()
     interval = {} if configured else {"interval_steps": 50}
     crash_at = int(os.environ.get("CRASH_AT", "0"))
+    time.sleep(float(os.environ.get("START_SLEEP", "0")))
     with CheckpointManager.from_env(**interval) as manager, PreemptionWatcher() as watcher:
         restored = manager.restore_latest()
         step, weights = (restored.step, restored.state["w"]) if restored else (0, np.zeros(1024))

@@ -1,0 +1,35 @@
+"""Durations as people type them (``90``, ``90s``, ``15m``, ``2h``), for every option that takes one.
+
+Neutral ground: the harness, the simulator and the CLI all read durations, and none should
+import another just for this.
+"""
+
+from __future__ import annotations
+
+import math
+
+from spotsim.errors import InvalidOption
+
+UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str, what: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m`` or ``2h``.
+
+    Args:
+        text: the value as typed.
+        what: the option's name, for the error message (``--grace``).
+
+    Raises:
+        InvalidOption: not a number with an optional unit, or not finite.
+    """
+    text = text.strip()
+    factor = UNITS.get(text[-1:], None)
+    number = text[:-1] if factor else text
+    try:
+        value = float(number) * (factor or 1.0)
+    except ValueError:
+        raise InvalidOption(f"{what} {text!r} is not a duration (e.g. 90, 90s, 15m, 2h)") from None
+    if not math.isfinite(value):
+        raise InvalidOption(f"{what} {text!r} is not finite")
+    return value
