@@ -493,8 +493,8 @@ def _clock_options(work: str | None, startup: str | None, time_scale: float | No
 
     if work is not None and time_scale is not None:
         raise InvalidOption(
-            "give --work or --time-scale, not both: --work chooses K from the job's measured step time, "
-            "--time-scale sets K directly and the job then stands for its own steps × K"
+            "give --work or --time-scale, not both: each sets K (--work from the job's measured step time, "
+            "--time-scale directly) and neither silently wins"
         )
     work_s = parse_duration(work, "--work") if work is not None else None
     if work_s is None and time_scale is None and job.builtin:

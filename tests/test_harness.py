@@ -179,6 +179,14 @@ BAD_INPUT = {
     "zero attempt timeout": ["--interval", "60", "--attempt-timeout", "0"],
     "seed as a float": ["--interval", "60", "--seed", "1.5"],
     "kill inside a save outside verify": ["--interval", "60", "--schedule", "steps:10:save"],
+    "zero work": ["--interval", "60", "--work", "0", "--steps", "100"],
+    "negative work": ["--interval", "60", "--work=-2h", "--steps", "100"],
+    "NaN work": ["--interval", "60", "--work", "nan", "--steps", "100"],
+    "zero startup": ["--interval", "60", "--startup", "0"],
+    "NaN startup": ["--interval", "60", "--startup", "nan"],
+    "work and time scale": ["--interval", "60", "--work", "24h", "--steps", "100", "--time-scale", "10"],
+    "work shorter than an interval": ["--interval", "1h", "--work", "30m", "--steps", "100"],
+    "work without the command's steps": ["--interval", "60", "--work", "24h"],
 }
 
 
@@ -194,6 +202,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args):
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("spotsim: error:"), done.stderr
+
+
+def test_a_k_bound_that_cannot_be_met_is_one_line_naming_the_way_out(tmp_path):
+    """A command of fixed length cannot stand for 24 h at a 1-s interval: the measured save is too slow."""
+    env = os.environ | {"TOTAL_STEPS": "2000", "STEP_SLEEP": "0.002"}
+    cmd = [*SPOTSIM, "run", "--interval", "1", "--work", "24h", "--steps", "2000", "--bucket",
+           (tmp_path / "b").as_uri(), "--out", str(tmp_path / "out"), "--", sys.executable, str(JOBS / "watched_loop.py")]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "may be at most" in lines[0] and "--interval ≥" in lines[0], done.stderr
 
 
 def test_malformed_trace_is_refused(tmp_path):

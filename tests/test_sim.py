@@ -151,3 +151,21 @@ def test_bad_input_is_one_line_and_exit_2(args):
     assert done.returncode == 2, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("spotsim: error:") and "Traceback" not in done.stderr
+
+
+def test_a_projection_places_the_live_run_and_finds_the_best_interval():
+    from spotsim.sim.projection import project_run
+
+    job = Job(work_s=24 * 3600, checkpoint_s=60, restart_s=120, step_s=1.0, sigkill_fraction=1.0)
+    schedule = parse_schedule("poisson", 0.5)
+    live = {"wall_s": 30 * 3600, "lost_s": 3600.0, "spot_cost_usd": 1e9}
+    projected = project_run(job, schedule, 300, spot_usd_per_hour=1.0, on_demand_usd_per_hour=3.0, live=live,
+                            trials=2000)  # fmt: skip
+    wall = projected["metrics"]["wall_s"]
+    assert wall["p10"] <= wall["p50"] <= wall["p90"] and wall["mean"] > job.work_s
+    assert 0 < wall["live_percentile"] < 1 and projected["metrics"]["spot_cost_usd"]["live_percentile"] == 1.0
+    best = projected["best"]
+    exact = optimum(60, 7200, 120).exact_s
+    assert best["daly_s"] == pytest.approx(daly_interval(60, 7200))
+    assert exact / 1.5 <= best["optimum_s"] <= exact * 1.5  # the grid's cheapest is the renewal model's optimum
+    assert best["optimum_cost_usd"] <= best["asked_cost_usd"]

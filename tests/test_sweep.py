@@ -11,6 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from spotsim.sim import daly_interval
+from spotsim.sim.calibration import Calibration
+
 JOB = Path(__file__).parent / "jobs" / "watched_loop.py"
 SPOTSIM = [sys.executable, "-m", "spotsim.cli"]
 
@@ -38,6 +41,10 @@ def test_a_small_grid_gives_the_table_plots_and_report(tmp_path):
     assert "![cost](cost_vs_interval.png)" in report and "| preempt_rate | kill | interval_s |" in report
     simulated = pd.read_csv(out / "simulated.csv")
     assert len(simulated) == 2 * 40 and (simulated["wall_s_mean"] > 0).all()
+    c = Calibration.from_summaries(table.to_dict("records")).checkpoint_s
+    assert simulated["interval_s"].min() <= daly_interval(c, 3600 / 400) <= simulated["interval_s"].max()
+    # one repeat per point has no standard error: the sweep says it cannot resolve the curve
+    assert "too few to tell them apart" in done.stderr and "## Can the live repeats resolve the curve?" in report
 
 
 @pytest.mark.parametrize(

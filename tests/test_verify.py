@@ -89,6 +89,19 @@ def test_the_correct_version_of_that_job_passes(tmp_path):
     assert "resume-correct: 1 preempted run resumed and match" in done.stdout
 
 
+def test_with_work_every_run_shares_one_measured_k(tmp_path):
+    done = spotsim_verify(
+        tmp_path, "--work", "2h", "--steps", "300", "--interval-steps", "20", "--preemptions", "1", bug="none"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    verdict = json.loads((tmp_path / "v" / "verdict.json").read_text())
+    assert verdict["clock"].startswith("K = ") and "2 h of work in 300 steps" in verdict["clock"]
+    k = float(verdict["clock"].split()[2].rstrip(",:").replace(",", ""))
+    for run in ("reference", "run-1"):
+        summary = json.loads((tmp_path / "v" / run / "summary.json").read_text())
+        assert summary["time_scale"] == pytest.approx(k, rel=1e-3)
+
+
 def test_artifact_comparison(tmp_path):
     done = spotsim_verify(
         tmp_path, "--workload", "torch-cnn", "--steps", "300", "--preemptions", "1", "--artifact", "model.pt"
@@ -106,6 +119,8 @@ BAD = {
     "zero interval": ["--interval", "0"],
     "in-save kills on a real bucket": ["--kill-steps", "10:save", "--bucket", "gs://some-bucket/x"],
     "bad kill mode": ["--kill", "sigstop"],
+    "work without an interval": ["--work", "1h"],
+    "zero work": ["--work", "0", "--interval-steps", "20"],
 }
 
 
