@@ -108,9 +108,25 @@ class Schedule(ABC):
         return Lifetime(None if math.isinf(uptime[0]) else float(uptime[0]), float(wait[0]))
 
 
+class _Rated(Schedule):
+    """A schedule whose uptimes are drawn with mean 1/λ; at λ = 0 VMs live forever."""
+
+    @property
+    def mean_uptime_s(self) -> float:
+        return math.inf if self.rate_per_hour == 0 else 3600.0 / self.rate_per_hour
+
+    def draw(self, rng: np.random.Generator, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.rate_per_hour == 0:
+            return np.full(used.size, np.inf), np.zeros(used.size)
+        return self._uptimes(rng, used.size), np.zeros(used.size)
+
+    def _uptimes(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        raise NotImplementedError
+
+
 @register_schedule
 @dataclass(frozen=True)
-class Poisson(Schedule):
+class Poisson(_Rated):
     """Exponential uptimes with mean 1/λ: preemptions that do not care how old the VM is.
 
     ``poisson`` at 4/h: attempt 0 lives 1,310 s → preempted → attempt 1 lives 402 s → preempted → …
@@ -130,14 +146,8 @@ class Poisson(Schedule):
     def describe(self) -> str:
         return f"poisson at {self.rate_per_hour:g}/h"
 
-    @property
-    def mean_uptime_s(self) -> float:
-        return math.inf if self.rate_per_hour == 0 else 3600.0 / self.rate_per_hour
-
-    def draw(self, rng: np.random.Generator, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.rate_per_hour == 0:
-            return np.full(used.size, np.inf), np.zeros(used.size)
-        return rng.exponential(self.mean_uptime_s, used.size), np.zeros(used.size)
+    def _uptimes(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.exponential(self.mean_uptime_s, n)
 
     def survival(self) -> tuple[Survival, float, float]:
         return _weibull_survival(self.mean_uptime_s, 1.0)
@@ -145,7 +155,7 @@ class Poisson(Schedule):
 
 @register_schedule
 @dataclass(frozen=True)
-class Weibull(Schedule):
+class Weibull(_Rated):
     """Weibull uptimes with the same mean 1/λ; SHAPE < 1: young VMs are preempted more often, > 1: old ones.
 
     ``weibull:0.5`` at 4/h: attempt 0 lives 40 s → preempted → attempt 1 lives 35 s → preempted →
@@ -169,15 +179,8 @@ class Weibull(Schedule):
     def describe(self) -> str:
         return f"weibull:{self.shape:g} at {self.rate_per_hour:g}/h"
 
-    @property
-    def mean_uptime_s(self) -> float:
-        return math.inf if self.rate_per_hour == 0 else 3600.0 / self.rate_per_hour
-
-    def draw(self, rng: np.random.Generator, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.rate_per_hour == 0:
-            return np.full(used.size, np.inf), np.zeros(used.size)
-        scale = weibull_scale(self.mean_uptime_s, self.shape)
-        return scale * rng.weibull(self.shape, used.size), np.zeros(used.size)
+    def _uptimes(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return weibull_scale(self.mean_uptime_s, self.shape) * rng.weibull(self.shape, n)
 
     def survival(self) -> tuple[Survival, float, float]:
         return _weibull_survival(self.mean_uptime_s, self.shape)
