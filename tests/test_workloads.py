@@ -226,6 +226,69 @@ def test_checkpoint_mib_picks_the_largest_width_that_fits():
         assert checkpoint_bytes(hidden, layers) <= mib * MiB < checkpoint_bytes(hidden + 1, layers)
 
 
+# Run in a child process: building a job seeds every RNG and pins torch or TensorFlow to one thread.
+WARM_UP_CHECK = """
+import argparse, json, sys
+import numpy as np
+
+name = sys.argv[1]
+args = argparse.Namespace(seed=3, batch_size=32, hidden=64, layers=2)
+if name == "tf-cnn":
+    from spotsim.checkpoint.tf_adapter import checkpoint_tensors
+    from spotsim.workloads.tf_cnn import TFClassifierJob as build
+
+    def values(job):  # weights, Adam's slots and step count (the data iterator is never touched)
+        return {k: np.asarray(v) for k, v in checkpoint_tensors(job.state()).items()}
+else:
+    import torch
+    from importlib import import_module
+    build = import_module("spotsim.workloads." + name.replace("-", "_")).build
+
+    def flat(node, path=""):
+        if isinstance(node, dict):
+            return {k: v for key, child in node.items() for k, v in flat(child, f"{path}/{key}").items()}
+        if isinstance(node, (list, tuple)):
+            return {k: v for i, child in enumerate(node) for k, v in flat(child, f"{path}/{i}").items()}
+        return {path: np.asarray(node.numpy() if isinstance(node, torch.Tensor) else node)}
+
+    def values(job):  # weights, optimizer, data position, every RNG, and the gradients
+        grads = {n: p.grad for n, p in job.model.named_parameters()}
+        return flat(job.state()) | flat({"grad": {n: g for n, g in grads.items() if g is not None}})
+
+def differences(a, b):
+    return sorted(set(a) ^ set(b)) + [k for k in a.keys() & b.keys() if not np.array_equal(a[k], b[k])]
+
+def steps(job, n):
+    for _ in range(n):
+        job.train_step()
+    return job
+
+plain = values(steps(build(args), 4))
+warmed = build(args)
+warmed.warm_up()  # fresh, as on a first attempt
+steps(warmed, 2)  # mid-run, with gradients and optimizer slots in place, as before a restore
+before = values(warmed)
+warmed.warm_up()
+changed = differences(before, values(warmed))
+print(json.dumps({"changed": changed, "trajectory": differences(plain, values(steps(warmed, 2))),
+                  "compared": len(before)}))
+"""
+
+
+@pytest.mark.parametrize("name", [case.values[0] for case in RESUME_CASES])
+def test_warm_up_leaves_training_exactly_as_it_was(name):
+    """The warm-up runs before the restore on every attempt: it must change no value training reads."""
+    needs(WORKLOADS[name].framework)
+    result = subprocess.run(
+        [sys.executable, "-c", WARM_UP_CHECK, name], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["compared"] > 10
+    assert report["changed"] == [], "warm_up() changed these values"
+    assert report["trajectory"] == [], "a job that warmed up trained differently"
+
+
 def test_unknown_workload_names_the_known_ones():
     with pytest.raises(UnknownWorkload) as error:
         command("resnet-9000", [])

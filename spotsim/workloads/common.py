@@ -1,12 +1,14 @@
 """What every reference workload shares: arguments, the contract's environment, the loop.
 
 A workload module supplies a :class:`Job` (its model, data and optimizer behind
-five methods) and calls :func:`main`, which runs the contract's structure:
+six methods) and calls :func:`main`, which runs the contract's structure:
 
-1. ``restore_latest()`` and load it into the job, or start fresh;
-2. per step: train; on a preemption notice save an ``emergency`` checkpoint and
+1. warm the job up: a step's one-off costs, paid and discarded before the
+   ``start`` event, after which the harness counts time as training (× K);
+2. ``restore_latest()`` and load it into the job, or start fresh;
+3. per step: train; on a preemption notice save an ``emergency`` checkpoint and
    exit 0; else save a periodic checkpoint when ``should_save`` says so;
-3. at the end: a ``final`` checkpoint, the model in ``$SPOTSIM_OUTPUT_DIR``,
+4. at the end: a ``final`` checkpoint, the model in ``$SPOTSIM_OUTPUT_DIR``,
    then ``mark_done``.
 
 Expected failures (no ``SPOTSIM_CHECKPOINT_URI``, a checkpoint of another job)
@@ -42,6 +44,14 @@ class Job(Protocol):
     """The framework half of a workload: live training objects, one step at a time."""
 
     steps_per_epoch: int
+
+    def warm_up(self) -> None:
+        """Pay the first step's one-off costs (lazy initialisation, tracing) and keep nothing of it.
+
+        Called before the restore, so before the ``start`` event. Afterwards every
+        weight, gradient, optimizer slot, RNG and the data position must be exactly
+        as before: a resume stays bit-exact, and so does a fresh start.
+        """
 
     def train_step(self) -> float:
         """Train one optimizer step on the next batch; return its loss."""
@@ -165,7 +175,10 @@ def main(args: argparse.Namespace, build: Callable[[argparse.Namespace], Job], *
 
 
 def train(job: Job, manager: CheckpointManager, watcher: PreemptionWatcher, args: argparse.Namespace) -> int:
-    """Restore, train to ``args.steps`` (or to a preemption notice), finish; return the exit status."""
+    """Warm up, restore, train to ``args.steps`` (or to a preemption notice), finish; return the exit status."""
+    # Before the restore: the harness counts everything after its `start` event as
+    # training compute (× K), so a one-off cost left in the first step is multiplied.
+    job.warm_up()
     start = step = resume(job, manager, args.steps)
     loss = math.nan
     while step < args.steps:

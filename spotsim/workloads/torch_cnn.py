@@ -74,6 +74,35 @@ class TorchClassifierJob:
         self.steps_per_epoch = len(self.sampler)
         self._batches = None  # made lazily, so a restored data position is honoured
 
+    def warm_up(self) -> None:
+        """One throwaway forward and backward pass, and an optimizer step on scratch copies.
+
+        A process's first step is several times slower than the next (autograd's,
+        the allocator's and the optimizer's first use). Nothing the training
+        depends on changes: the batch is the first training examples (the sampler
+        draws nothing), the gradients go to scratch copies of the parameters, the
+        real optimizer never steps, and the CPU RNG and the buffers are put back.
+        """
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grads = [p.grad for p in params]
+        buffers = [b.detach().clone() for b in self.model.buffers()]  # e.g. batch norm's running statistics
+        try:
+            with torch.random.fork_rng(devices=[]):  # e.g. dropout's draws
+                for p in params:
+                    p.grad = None
+                batch = slice(0, self.sampler.batch_size)
+                nn.functional.cross_entropy(self.model(self.x[batch]), self.y[batch]).backward()
+                scratch = [p.detach().clone().requires_grad_() for p in params]
+                for copy, p in zip(scratch, params):
+                    copy.grad = p.grad
+                type(self.optimizer)(scratch, **self.optimizer.defaults).step()
+        finally:
+            for p, grad in zip(params, grads):
+                p.grad = grad
+            with torch.no_grad():
+                for b, saved in zip(self.model.buffers(), buffers):
+                    b.copy_(saved)
+
     def train_step(self) -> float:
         idx = self._next_batch()
         loss = nn.functional.cross_entropy(self.model(self.x[idx]), self.y[idx])
