@@ -229,7 +229,9 @@ def choose_scale(
     k_max = interval_s / (MIN_INTERVAL_OVER_SAVE * save_s) if interval_s is not None and save_s > 0 else math.inf
     detail = f"{steps:,} steps of {step_s * 1000:.3g} ms"
     if k <= k_max:
-        return Scale(k, steps, f"K = {k:,.0f}: {_hours(work_s)} of work in {detail} (≈ {steps * step_s:,.0f} s real)")
+        unchecked = "; no save was seen while measuring, so the interval bound is unchecked" if save_s <= 0 and interval_s is not None else ""
+        return Scale(k, steps, f"K = {k:,.0f}: {_hours(work_s)} of work in {detail} (≈ {steps * step_s:,.0f} s real)"
+                               f"{unchecked}")  # fmt: skip
     why = f"the real interval stays ≥ {MIN_INTERVAL_OVER_SAVE:g} × one save's measured {save_s * 1000:.3g} ms"
     if can_add_steps:
         more = math.ceil(work_s / (k_max * step_s))

@@ -164,7 +164,7 @@ def _warnings(config: RunConfig, attempts: list[AttemptRecord], checkpoints: lis
     found = []
     saves = [float(c.get("blocking_s", 0.0)) + float(c.get("persist_s", 0.0)) for c in checkpoints
              if c.get("kind", "periodic") == "periodic"]  # fmt: skip
-    if config.scale is None and saves and (line := check_interval_bound(config.interval_s, config.time_scale,
+    if saves and (line := check_interval_bound(config.interval_s, config.time_scale,
                                                                        statistics.median(saves))):  # fmt: skip
         found.append(line)
     if config.time_scale != 1 and attempts and not any(a.started or a.steps for a in attempts):

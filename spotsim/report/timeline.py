@@ -66,7 +66,7 @@ def projection_lines(projection: dict) -> list[str]:
     for name, label, fmt in (("wall_s", "wall", duration), ("lost_s", "lost work", duration),
                              ("spot_cost_usd", "spot cost", money), ("savings", "savings", lambda v: f"{v:.1%}")):  # fmt: skip
         d = m[name]
-        where = f"; live {fmt(d['live'])} (p{100 * d['live_percentile']:.0f})" if "live" in d else ""
+        where = f"; live {fmt(d['live'])} ({_rank(d['live_percentile'])})" if "live" in d else ""
         lines.append(f"  {label}: mean {fmt(d['mean'])}, p10–p90 {fmt(d['p10'])}–{fmt(d['p90'])}{where}")
     lines.append(f"at {best['asked_s']:,.4g} s: {money(best['asked_cost_usd'])} (p90 {money(best['asked_cost_p90_usd'])})")
     if "optimum_s" in best:
@@ -76,6 +76,15 @@ def projection_lines(projection: dict) -> list[str]:
     elif best.get("note"):
         lines.append(best["note"])
     return lines
+
+
+def _rank(percentile: float) -> str:
+    """Where the live value falls among the simulated ones."""
+    if percentile <= 0:
+        return "below every simulated run"
+    if percentile >= 1:
+        return "above every simulated run"
+    return f"p{100 * percentile:.0f}"
 
 
 def duration(seconds: float) -> str:
