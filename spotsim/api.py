@@ -163,7 +163,8 @@ def run(
     command: Command, *, interval: Duration | None = None, interval_steps: int | None = None,
     preempt_rate: float = 0.0, schedule: str = "poisson", trace_invert: bool = False, kill: str = "sigterm",
     grace: Duration = "30s", restart_delay: Duration = 0.0, time_scale: float = 1.0, work: Duration | None = None,
-    steps: int | None = None, startup: Duration | None = None, seed: int = 0, max_preemptions: int | None = None, max_crashes: int = 3, attempt_timeout: Duration | None = None,
+    steps: int | None = None, startup: Duration | None = None, seed: int = 0, max_preemptions: int | None = None,
+    max_crashes: int = 3, attempt_timeout: Duration | None = None,
     local_disk: str = "wipe", bucket: str | None = None, machine: str = DEFAULT_MACHINE,
     prices: str | os.PathLike[str] | None = None, out: str | os.PathLike[str] | None = None,
 ) -> RunResult:  # fmt: skip
@@ -172,8 +173,8 @@ def run(
     Durations are simulated seconds; give ``interval`` and/or ``interval_steps``. Training compute runs at
     ``time_scale`` K simulated seconds per real second, or at the K that makes the job stand for ``work``
     (measured first; needs ``steps``, the command's steps in all); start-up (or ``startup``), checkpoint
-    blocking and exits count at their real duration. ``out`` receives ``events.jsonl``, ``summary.json`` and ``timeline.png``; default: a
-    new directory from :func:`tempfile.mkdtemp` (``$TMPDIR/spotsim-run-*``), kept afterwards.
+    blocking and exits count at their real duration. ``out`` receives ``events.jsonl``, ``summary.json`` and
+    ``timeline.png``; default: a new directory from :func:`tempfile.mkdtemp` (``$TMPDIR/spotsim-run-*``), kept afterwards.
 
     Returns:
         The summary. A job that crashed ``max_crashes`` times is a result with ``crash`` set, not an error.

@@ -89,17 +89,19 @@ def run(
     ctx: typer.Context,
     workload: Optional[str] = typer.Option(None, help="Built-in workload [default: torch-cnn]; or give -- CMD ARGS…"),
     steps: Optional[int] = typer.Option(
-        None, help="Total steps: the built-in workload's, or what a -- CMD job runs (tells spotsim, for --work and "
-        "the progress bar)."
+        None,
+        help="Total steps: the built-in workload's, or what a -- CMD job runs (tells spotsim, for --work and "
+        "the progress bar).",
     ),
     interval: Optional[str] = typer.Option(None, help="Checkpoint interval, simulated (90, 90s, 5m, 1h)."),
     work: Optional[str] = typer.Option(
-        None, help="Simulated training compute the job stands for (e.g. 24h); K = work ÷ its measured compute "
-        "time [built-in workloads: 24h]."
+        None,
+        help="Simulated training compute the job stands for (e.g. 24h); K = work ÷ its measured compute "
+        "time [built-in workloads: 24h].",
     ),
     startup: Optional[str] = typer.Option(
-        None, help="Simulated start-up per attempt (VM boot, container pull, imports), charged in place of the "
-        "measured one."
+        None,
+        help="Simulated start-up per attempt (VM boot, container pull, imports), charged in place of the measured one.",
     ),
     interval_steps: Optional[int] = typer.Option(
         None, help="Checkpoint every N steps (with or instead of --interval)."
@@ -167,12 +169,14 @@ def verify(
     kills_per_run: int = typer.Option(2, help="Preemptions within each of those runs."),
     kill: str = typer.Option("sigkill", help="sigkill | sigterm | mixed:P"),
     interval: Optional[str] = typer.Option(
-        None, help="Checkpoint interval in real seconds (SPOTSIM_CHECKPOINT_INTERVAL); simulated with --work "
-        "[default: two or more checkpoints within the reference run]."
+        None,
+        help="Checkpoint interval in real seconds (SPOTSIM_CHECKPOINT_INTERVAL); simulated with --work "
+        "[default: two or more checkpoints within the reference run].",
     ),
     work: Optional[str] = typer.Option(
-        None, help="Simulated compute the job stands for: K is measured once and every run uses it (needs "
-        "--interval or --interval-steps)."
+        None,
+        help="Simulated compute the job stands for: K is measured once and every run uses it (needs "
+        "--interval or --interval-steps).",
     ),
     interval_steps: Optional[int] = typer.Option(
         None, help="Checkpoint every N steps (SPOTSIM_CHECKPOINT_INTERVAL_STEPS)."
@@ -180,8 +184,9 @@ def verify(
     grace: str = typer.Option("30s", help="SIGTERM → SIGKILL window (real seconds here)."),
     seed: int = typer.Option(0, help="Seed of the kill points."),
     kill_steps: Optional[str] = typer.Option(
-        None, help="Replay one run's kill points, e.g. 120,480:save (from a verdict; :save = inside the first save "
-        "from that step on)."
+        None,
+        help="Replay one run's kill points, e.g. 120,480:save (from a verdict; :save = inside the first save "
+        "from that step on).",
     ),
     attempt_timeout: Optional[str] = typer.Option(
         None, help="Stop an attempt running longer than this [reference: 2 h; runs: 3 × the reference, ≥ 60 s]."
@@ -534,9 +539,12 @@ def _print_verdict(verdict, out: Path) -> None:
     for cause in verdict.reference_failures:
         console.print(f"{mark['fail']} {cause}")
     for check in verdict.checks:
-        kills = ", ".join(
-            f"step {k.step} ({'+'.join(k.signals)}{', inside a save' if k.in_save else ''})" for k in check.kills
-        ) or "none landed"
+        kills = (
+            ", ".join(
+                f"step {k.step} ({'+'.join(k.signals)}{', inside a save' if k.in_save else ''})" for k in check.kills
+            )
+            or "none landed"
+        )
         resumes = ", ".join(str(r.step) for r in check.resumes) or "none"
         what = {"pass": "identical to the reference", "inconclusive": "inconclusive"}.get(
             check.outcome, check.difference.describe() if check.difference else "NOT resume-correct"

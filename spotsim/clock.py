@@ -149,7 +149,9 @@ class RunClock:
             self.attempts.append(AttemptClock(self.clock, t))
         elif kind == "restart_delay" and self.attempts:
             ended = self.attempts[-1].exit_t or t
-            self.waits.append(_Wait(ended, None, float(event.get("delay_s") or 0), float(event.get("capacity_wait_s") or 0)))
+            self.waits.append(
+                _Wait(ended, None, float(event.get("delay_s") or 0), float(event.get("capacity_wait_s") or 0))
+            )
         elif self.attempts:
             self.attempts[-1].apply(event)
 
@@ -229,7 +231,11 @@ def choose_scale(
     k_max = interval_s / (MIN_INTERVAL_OVER_SAVE * save_s) if interval_s is not None and save_s > 0 else math.inf
     detail = f"{steps:,} steps of {step_s * 1000:.3g} ms"
     if k <= k_max:
-        unchecked = "; no save was seen while measuring, so the interval bound is unchecked" if save_s <= 0 and interval_s is not None else ""
+        unchecked = (
+            "; no save was seen while measuring, so the interval bound is unchecked"
+            if save_s <= 0 and interval_s is not None
+            else ""
+        )
         return Scale(k, steps, f"K = {k:,.0f}: {_hours(work_s)} of work in {detail} (≈ {steps * step_s:,.0f} s real)"
                                f"{unchecked}")  # fmt: skip
     why = f"the real interval stays ≥ {MIN_INTERVAL_OVER_SAVE:g} × one save's measured {save_s * 1000:.3g} ms"

@@ -207,8 +207,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args):
 def test_a_k_bound_that_cannot_be_met_is_one_line_naming_the_way_out(tmp_path):
     """A command of fixed length cannot stand for 24 h at a 1-s interval: the measured save is too slow."""
     env = os.environ | {"TOTAL_STEPS": "2000", "STEP_SLEEP": "0.002"}
-    cmd = [*SPOTSIM, "run", "--interval", "1", "--work", "24h", "--steps", "2000", "--bucket",
-           (tmp_path / "b").as_uri(), "--out", str(tmp_path / "out"), "--", sys.executable, str(JOBS / "watched_loop.py")]  # fmt: skip
+    cmd = [*SPOTSIM, "run", "--interval", "1", "--work", "24h", "--steps", "2000", "--bucket", (tmp_path / "b").as_uri(),
+           "--out", str(tmp_path / "out"), "--", sys.executable, str(JOBS / "watched_loop.py")]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]

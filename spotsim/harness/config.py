@@ -70,7 +70,10 @@ class RunConfig:
         _check(self.local_disk in LOCAL_DISK_MODES, f"--local-disk must be wipe or keep, got {self.local_disk!r}")
 
     def _check_work(self) -> None:
-        _check(self.startup_s is None or _positive(self.startup_s), f"--startup must be a duration > 0, got {self.startup_s}")
+        _check(
+            self.startup_s is None or _positive(self.startup_s),
+            f"--startup must be a duration > 0, got {self.startup_s}",
+        )
         if self.work_s is None:
             return
         _check(_positive(self.work_s), f"--work must be a duration > 0, got {self.work_s}")
@@ -103,7 +106,11 @@ class RunConfig:
     def step_event_real_s(self) -> float:
         """How often the job reports its step: a hundredth of the real interval, so lost work stays exact at any K."""
         interval = self.real_interval_s
-        return self.step_event_interval_s if interval is None else min(self.step_event_interval_s, max(0.002, interval / 100))
+        return (
+            self.step_event_interval_s
+            if interval is None
+            else min(self.step_event_interval_s, max(0.002, interval / 100))
+        )
 
     @property
     def real_interval_s(self) -> float | None:

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from spotsim.clock import Scale, choose_scale
 from spotsim.cost import Machine
 from spotsim.errors import InvalidOption, SpotsimError
 from spotsim.harness.config import RunConfig, check_command
-from spotsim.clock import Scale, choose_scale
 from spotsim.harness.probe import probe_job
 from spotsim.harness.runlog import read_events, split_attempts
 from spotsim.harness.runner import LiveRun, Progress
@@ -72,7 +72,10 @@ def run_live(
             wall_s = time.monotonic() - started
         events = read_events(config.out / "events.jsonl")
         attempts, clock = split_attempts(events), run_clock(events, config.clock)
-        summary = summarize(attempts, clock, config, machine, wall_s=wall_s) | {"run_id": run.run_id, "checkpoint_uri": uri}
+        summary = summarize(attempts, clock, config, machine, wall_s=wall_s) | {
+            "run_id": run.run_id,
+            "checkpoint_uri": uri,
+        }
         interrupted = bool(ends) and ends[-1].cause == "interrupted"
         summary["interrupted"] = interrupted
         summary["projection"] = projection_for(summary, config)
@@ -153,7 +156,9 @@ def out_dir(path: Path) -> Iterator[Path]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise InvalidOption(f"another spotsim command is writing to {path}; wait for it or pick another --out") from None
+            raise InvalidOption(
+                f"another spotsim command is writing to {path}; wait for it or pick another --out"
+            ) from None
         yield path
 
 

@@ -23,10 +23,10 @@ from dataclasses import asdict
 from spotsim.clock import Clock, PhaseTime, RunClock, check_interval_bound
 from spotsim.cost import Machine, project
 from spotsim.errors import InvalidOption
-from spotsim.sim.calibration import Calibration
-from spotsim.sim.projection import project_run
 from spotsim.harness.config import RunConfig
 from spotsim.harness.runlog import AttemptRecord
+from spotsim.sim.calibration import Calibration
+from spotsim.sim.projection import project_run
 
 
 def run_clock(events: list[dict], clock: Clock) -> RunClock:
@@ -37,7 +37,9 @@ def run_clock(events: list[dict], clock: Clock) -> RunClock:
     return folded
 
 
-def summarize(attempts: list[AttemptRecord], clock: RunClock, config: RunConfig, machine: Machine, *, wall_s: float) -> dict:
+def summarize(
+    attempts: list[AttemptRecord], clock: RunClock, config: RunConfig, machine: Machine, *, wall_s: float
+) -> dict:
     k = config.time_scale
     interruptions = [
         x for i, a in enumerate(attempts) if (x := _interruption(a, _next_started(attempts, i), config.grace_s))

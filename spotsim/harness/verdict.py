@@ -162,7 +162,9 @@ def first_attempt_failures(attempts: list[AttemptRecord]) -> list[str]:
 def _resume_problem(attempt: AttemptRecord, latest: tuple[int, int] | None, reached: int) -> list[str]:
     step, n = attempt.resumed_step or 0, attempt.attempt
     if step > reached:
-        return [f"attempt {n} resumed from step {step}, which no earlier attempt reported reaching (highest: {reached})"]
+        return [
+            f"attempt {n} resumed from step {step}, which no earlier attempt reported reaching (highest: {reached})"
+        ]
     if latest is None:
         return []
     saved_by, saved = latest

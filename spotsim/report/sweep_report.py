@@ -125,7 +125,9 @@ def write_report(
     ].mean()
     k = table["time_scale"].iloc[0]
     too_few = unresolved(table)
-    resolution = "\n".join(f"- {line}" for line in too_few) or "- every pair of adjacent live points differs by more than 2 s.e."
+    resolution = (
+        "\n".join(f"- {line}" for line in too_few) or "- every pair of adjacent live points differs by more than 2 s.e."
+    )
     text = f"""# spotsim sweep
 
 `{command}` — {len(table)} live runs, compute at K = {k:,.4g} (durations below are simulated seconds; start-up,

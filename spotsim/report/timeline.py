@@ -63,12 +63,15 @@ def projection_lines(projection: dict) -> list[str]:
         return [f"projection: {projection['skipped']}"] if projection.get("skipped") else []
     m, best = projection["metrics"], projection["best"]
     lines = [f"projection: {projection['trials']:,} simulated runs over {duration(projection['work_s'])} of work"]
-    for name, label, fmt in (("wall_s", "wall", duration), ("lost_s", "lost work", duration),
-                             ("spot_cost_usd", "spot cost", money), ("savings", "savings", lambda v: f"{v:.1%}")):  # fmt: skip
+    shown = (("wall_s", "wall", duration), ("lost_s", "lost work", duration), ("spot_cost_usd", "spot cost", money),
+             ("savings", "savings", lambda v: f"{v:.1%}"))  # fmt: skip
+    for name, label, fmt in shown:
         d = m[name]
         where = f"; live {fmt(d['live'])} ({_rank(d['live_percentile'])})" if "live" in d else ""
         lines.append(f"  {label}: mean {fmt(d['mean'])}, p10–p90 {fmt(d['p10'])}–{fmt(d['p90'])}{where}")
-    lines.append(f"at {best['asked_s']:,.4g} s: {money(best['asked_cost_usd'])} (p90 {money(best['asked_cost_p90_usd'])})")
+    lines.append(
+        f"at {best['asked_s']:,.4g} s: {money(best['asked_cost_usd'])} (p90 {money(best['asked_cost_p90_usd'])})"
+    )
     if "optimum_s" in best:
         daly = f"{money(best['daly_cost_usd'])}" if best.get("daly_cost_usd") is not None else "—"
         lines.append(f"at the optimum {best['optimum_s']:,.4g} s: {money(best['optimum_cost_usd'])}; "
