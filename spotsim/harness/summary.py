@@ -28,6 +28,8 @@ from spotsim.harness.runlog import AttemptRecord
 from spotsim.sim.calibration import Calibration
 from spotsim.sim.projection import project_run
 
+WORK_TOLERANCE = 0.10  # the work a run stood for may differ this much from --work before it is said
+
 
 def run_clock(events: list[dict], clock: Clock) -> RunClock:
     """The run's simulated clock, fed its whole log."""
@@ -73,7 +75,7 @@ def summarize(
         "steps_computed": steps_computed,
         "identity_holds": steps_computed == final_step + lost_steps,
         "anomalies": _anomalies(attempts, interruptions),
-        "warnings": _warnings(config, attempts, checkpoints),
+        "warnings": _warnings(config, attempts, checkpoints, step_s=step_s, final_step=final_step, completed=completed),
         "checkpoints": len(checkpoints),
         "checkpoint_blocking_s": blocking,
         "checkpoint_persist_s": sum(float(c.get("persist_s", 0.0)) for c in checkpoints) * k,
@@ -161,7 +163,10 @@ def _uninterrupted_s(config: RunConfig, startup_s: float | None, final_step: int
     return (startup_s or 0.0) + useful + saves * blocking_s
 
 
-def _warnings(config: RunConfig, attempts: list[AttemptRecord], checkpoints: list[dict]) -> list[str]:
+def _warnings(
+    config: RunConfig, attempts: list[AttemptRecord], checkpoints: list[dict], *, step_s: float | None,
+    final_step: int, completed: bool,
+) -> list[str]:  # fmt: skip
     """What makes the figures less trustworthy without being the job's fault."""
     found = []
     saves = [float(c.get("blocking_s", 0.0)) + float(c.get("persist_s", 0.0)) for c in checkpoints
@@ -169,6 +174,14 @@ def _warnings(config: RunConfig, attempts: list[AttemptRecord], checkpoints: lis
     if saves and (line := check_interval_bound(config.interval_s, config.time_scale,
                                                                        statistics.median(saves))):  # fmt: skip
         found.append(line)
+    if config.scale is not None and step_s and completed:
+        stood_for = final_step * step_s
+        if abs(stood_for / config.work_s - 1) > WORK_TOLERANCE:
+            found.append(
+                f"the job stood for {stood_for / 3600:.3g} h of compute, not the {config.work_s / 3600:g} h asked: its "
+                f"steps ran at {stood_for / config.work_s:.0%} of the measured time (a busy machine?); the figures "
+                "and the projection are for what it did"
+            )
     if config.time_scale != 1 and attempts and not any(a.started or a.steps for a in attempts):
         found.append("the job reported no start or step events: its compute could not be told from its start-up, "
                      "so nothing was compressed by K")  # fmt: skip
