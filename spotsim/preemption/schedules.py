@@ -186,9 +186,21 @@ class Weibull(_Rated):
         return _weibull_survival(self.mean_uptime_s, self.shape)
 
 
+class _HarnessOnly(Schedule):
+    """A schedule of attempts the harness replays one by one; the simulator has nothing to draw from it."""
+
+    simulable = False
+
+    def draw(self, rng: np.random.Generator, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise not_simulable(self.kind)
+
+    def survival(self) -> tuple[Survival, float, float]:
+        raise not_simulable(self.kind)
+
+
 @register_schedule
 @dataclass(frozen=True)
-class Fixed(Schedule):
+class Fixed(_HarnessOnly):
     """Attempt i is preempted T(i+1) seconds after its launch; attempts past the list never are.
 
     ``fixed:90,2m``: attempt 0 preempted at 90 s → attempt 1 preempted at 120 s → attempt 2 runs to the end.
@@ -197,7 +209,6 @@ class Fixed(Schedule):
 
     kind = "fixed"
     usage = "fixed:T1,T2,…"
-    simulable = False
     times_s: tuple[float, ...]
     rate_per_hour: float = 0.0
 
@@ -216,16 +227,10 @@ class Fixed(Schedule):
     def lifetime(self, attempt: int, rng: np.random.Generator) -> Lifetime:
         return Lifetime(self.times_s[attempt] if attempt < len(self.times_s) else None)
 
-    def draw(self, rng: np.random.Generator, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise not_simulable(self.kind)
-
-    def survival(self) -> tuple[Survival, float, float]:
-        raise not_simulable(self.kind)
-
 
 @register_schedule
 @dataclass(frozen=True)
-class Steps(Schedule):
+class Steps(_HarnessOnly):
     """Attempt i is preempted as soon as it reports step N(i+1), or its first step after a resume past it.
 
     ``steps:120,480:save``: attempt 0 preempted at step 120 → attempt 1 resumes (say from step 100) and is
@@ -236,7 +241,6 @@ class Steps(Schedule):
 
     kind = "steps"
     usage = "steps:N1,N2,…"
-    simulable = False
     steps: tuple[int, ...]
     in_save: tuple[bool, ...] = ()
     rate_per_hour: float = 0.0
@@ -264,12 +268,6 @@ class Steps(Schedule):
         if attempt >= len(self.steps):
             return Lifetime(None)
         return Lifetime(None, at_step=self.steps[attempt], in_save=self.in_save[attempt])
-
-    def draw(self, rng: np.random.Generator, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise not_simulable(self.kind)
-
-    def survival(self) -> tuple[Survival, float, float]:
-        raise not_simulable(self.kind)
 
 
 @register_schedule
