@@ -8,6 +8,9 @@ from pathlib import Path
 from spotsim.harness.runlog import AttemptRecord
 
 
+MAX_POINTS = 400  # step events drawn per attempt
+
+
 def plot_timeline(
     attempts: list[AttemptRecord], summary: dict, to_sim: Callable[[float], float], path: Path, *, title: str
 ) -> None:
@@ -31,7 +34,7 @@ def plot_timeline(
     fig, ax = plt.subplots(figsize=(11, 4.8))
     for i, a in enumerate(attempts):
         color = f"C{i % 10}"
-        points = [(a.launch_t, a.first_step)] + a.steps
+        points = [(a.launch_t, a.first_step)] + _thinned(a.steps)
         ax.plot([x(t) for t, _ in points], [s for _, s in points], color=color, lw=1.5, label=f"attempt {a.attempt}")
         ax.scatter([x(c["t"]) for c in a.checkpoints], [c["step"] for c in a.checkpoints], s=10, color=color,
                    edgecolors="black", linewidths=0.4, zorder=3)  # fmt: skip
@@ -55,6 +58,15 @@ def plot_timeline(
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _thinned(steps: list[tuple[float, int]], most: int = MAX_POINTS) -> list[tuple[float, int]]:
+    """At most ``most`` of an attempt's step events, its last kept: a line needs no more, and mapping each
+    onto the simulated clock costs time."""
+    if len(steps) <= most:
+        return steps
+    stride = -(-len(steps) // most)
+    return steps[::stride] + ([steps[-1]] if (len(steps) - 1) % stride else [])
 
 
 def projection_lines(projection: dict) -> list[str]:
