@@ -10,8 +10,6 @@ and the checkpoints' blocking time.
 
 from __future__ import annotations
 
-import os
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -21,6 +19,7 @@ from pathlib import Path
 
 from spotsim.errors import InvalidOption
 from spotsim.harness.runlog import JobEventReader
+from spotsim.harness.runner import reap
 from spotsim.lifeline import Reaper
 
 PROBE_INTERVAL_S = 0.25
@@ -75,7 +74,7 @@ def probe_job(command: tuple[str, ...], env: dict[str, str], events_path: Path) 
                 events += reader.read_new()[0]
                 time.sleep(POLL_S)
         finally:
-            _stop(process)
+            reap(process)  # the whole group: a job's children must not outlive it
             reaper.release(process.pid)
         events += reader.read_new(final=True)[0]
         stderr = stderr_path.read_text(errors="replace").strip()
@@ -87,14 +86,6 @@ def _enough(events: list[dict]) -> bool:
     saves = sum(1 for e in events if e["event"] == "checkpoint")
     trained = steps[-1]["t"] - steps[0]["t"] if len(steps) >= 2 else 0.0
     return any(e["event"] == "done" for e in events) or (trained >= PROBE_COMPUTE_S and saves >= PROBE_CHECKPOINTS)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # the whole group: a job's children must not outlive it
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()
 
 
 def _measure(events: list[dict], launched: float, code: int | None, stderr: str) -> Probe:

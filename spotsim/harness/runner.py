@@ -152,7 +152,7 @@ class LiveRun:
             try:
                 end = self._supervise(attempt, process, lifetime)
             except KeyboardInterrupt:
-                interrupted = AttemptEnd(attempt, "interrupted", _reap(process))
+                interrupted = AttemptEnd(attempt, "interrupted", reap(process))
                 self._end_attempt(attempt, process, interrupted)
                 self.ends.append(interrupted)
                 raise
@@ -193,7 +193,7 @@ class LiveRun:
                 self._stop_after_done(attempt, process)
             elif timeout is not None and uptime >= timeout:
                 self._emit("stop", attempt=attempt, reason="attempt timeout", step=self.tail.last_step)
-                return AttemptEnd(attempt, "timeout", _reap(process))
+                return AttemptEnd(attempt, "timeout", reap(process))
             elif not signals and preemption_due(lifetime, uptime, self._progress_of(attempt)):
                 write = self._save_write(lifetime, attempt)
                 if write is not False:
@@ -355,7 +355,7 @@ def _kill_group(process: subprocess.Popen, sig: int) -> None:
         pass  # the group is already gone
 
 
-def _reap(process: subprocess.Popen) -> int:
+def reap(process: subprocess.Popen) -> int:
     _kill_group(process, signal.SIGKILL)
     return process.wait()
 
