@@ -29,6 +29,7 @@ from spotsim.harness.verdict import Kill, Resume, RunCheck, Verdict
 from spotsim.harness.verify import VerifyConfig
 from spotsim.harness.verify import verify as verify_job
 from spotsim.preemption import KillMode, parse_schedule
+from spotsim.preemption.providers import parse_provider
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ class RunResult:
 def verify(
     command: Command, *, out: str | os.PathLike[str] | None = None, preemptions: int = 3, kills_per_run: int = 2,
     kill: str = "sigkill", interval: Duration | None = None, interval_steps: int | None = None,
-    grace: Duration = "30s", seed: int = 0, kill_steps: str | Sequence[str] | None = None,
+    provider: str = "gcp-spot", notice: Duration | None = None, grace: Duration | None = None, seed: int = 0,
+    kill_steps: str | Sequence[str] | None = None,
     artifact: str | None = None, bucket: str | None = None, emulator_url: str | None = None,
     attempt_timeout: Duration | None = None, local_disk: str = "wipe",
 ) -> VerifyResult:  # fmt: skip
@@ -148,7 +150,8 @@ def verify(
     config = VerifyConfig(
         command=_command(command), out=Path(), runs=preemptions, kills_per_run=kills_per_run,
         kill=KillMode.parse(kill), seed=seed, artifact=artifact, bucket=bucket,
-        interval_s=_seconds(interval, "interval"), interval_steps=interval_steps, grace_s=_seconds(grace, "grace"),
+        interval_s=_seconds(interval, "interval"), interval_steps=interval_steps,
+        provider=_provider(provider, notice, grace, None),
         kill_plans=(kill_steps,) if isinstance(kill_steps, str) else tuple(kill_steps or ()),
         attempt_timeout_s=_seconds(attempt_timeout, "attempt_timeout"), local_disk=local_disk,
         emulator_url=emulator_url,
@@ -162,7 +165,9 @@ def verify(
 def run(
     command: Command, *, interval: Duration | None = None, interval_steps: int | None = None,
     preempt_rate: float = 0.0, schedule: str = "poisson", trace_invert: bool = False, kill: str = "sigterm",
-    grace: Duration = "30s", restart_delay: Duration = 0.0, time_scale: float = 1.0, work: Duration | None = None,
+    provider: str = "gcp-spot", notice: Duration | None = None, grace: Duration | None = None,
+    rebalance_lead: Duration | None = None, restart_delay: Duration = 0.0, time_scale: float = 1.0,
+    work: Duration | None = None,
     steps: int | None = None, startup: Duration | None = None, seed: int = 0, max_preemptions: int | None = None,
     max_crashes: int = 3, attempt_timeout: Duration | None = None,
     local_disk: str = "wipe", bucket: str | None = None, machine: str = DEFAULT_MACHINE,
@@ -174,7 +179,8 @@ def run(
     ``time_scale`` K simulated seconds per real second, or at the K that makes the job stand for ``work``
     (measured first; needs ``steps``, the command's steps in all); start-up (or ``startup``), checkpoint
     blocking and exits count at their real duration. ``out`` receives ``events.jsonl``, ``summary.json`` and
-    ``timeline.png``; default: a new directory from :func:`tempfile.mkdtemp` (``$TMPDIR/spotsim-run-*``), kept afterwards.
+    ``timeline.png``; default: a new directory from :func:`tempfile.mkdtemp` (``$TMPDIR/spotsim-run-*``), kept
+    afterwards. ``provider`` sets the preemption timeline (``notice``, ``grace``, ``rebalance_lead`` override it).
 
     Returns:
         The summary. A job that crashed ``max_crashes`` times is a result with ``crash`` set, not an error.
@@ -187,7 +193,8 @@ def run(
         command=_command(command), out=Path(),
         schedule=parse_schedule(schedule, preempt_rate, trace_invert=trace_invert),
         interval_s=_seconds(interval, "interval"), interval_steps=interval_steps, kill=KillMode.parse(kill),
-        grace_s=_seconds(grace, "grace"), restart_delay_s=_seconds(restart_delay, "restart_delay"),
+        provider=_provider(provider, notice, grace, rebalance_lead),
+        restart_delay_s=_seconds(restart_delay, "restart_delay"),
         time_scale=time_scale, work_s=_seconds(work, "work"), total_steps=steps, startup_s=_seconds(startup, "startup"),
         seed=seed, max_preemptions=max_preemptions, max_crashes=max_crashes,
         attempt_timeout_s=_seconds(attempt_timeout, "attempt_timeout"), local_disk=local_disk,
@@ -210,6 +217,13 @@ def _command(command: Command) -> tuple[str, ...]:
         return tuple(os.fspath(part) for part in command)
     except TypeError:
         raise InvalidOption(f"every part of the command must be a string or a path, got {command!r}") from None
+
+
+def _provider(name: str, notice: Duration | None, grace: Duration | None, rebalance_lead: Duration | None):
+    return parse_provider(
+        name, notice_s=_seconds(notice, "notice"), grace_s=_seconds(grace, "grace"),
+        rebalance_lead_s=_seconds(rebalance_lead, "rebalance_lead"),
+    )  # fmt: skip
 
 
 def _seconds(value: Duration | None, what: str) -> float | None:

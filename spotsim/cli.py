@@ -20,6 +20,7 @@ from rich.console import Console
 
 from spotsim.cost.prices import DEFAULT_MACHINE
 from spotsim.errors import InvalidOption, SpotsimError
+from spotsim.export_plan import EXPORT_KINDS
 
 app = typer.Typer(
     name="spotsim",
@@ -36,6 +37,20 @@ app.add_typer(emulator_app, name="emulator")
 
 console = Console()
 DEFAULT_WORK_S = 24 * 3600.0  # what a built-in workload stands for without --work or --time-scale
+
+# The preemption timeline, shared by run, verify and sweep.
+PROVIDER = typer.Option(
+    "gcp-spot",
+    help="Preemption timeline: gcp-spot | gcp-preemptible | gke | aws-spot | azure-spot (metadata "
+    "notice, SIGTERM, SIGKILL, as that cloud does).",
+)
+NOTICE = typer.Option(
+    None, help="Metadata-only lead before the SIGTERM, simulated [gcp-spot, gke: 0; aws-spot: 120s; azure-spot: 30s]."
+)
+GRACE = typer.Option(
+    None, help="SIGTERM → SIGKILL window, simulated (runs at 1×) [gcp: 30s; gke: 15s; aws: 30s, assumed; azure: 0]."
+)
+REBALANCE_LEAD = typer.Option(None, help="aws-spot: the rebalance recommendation comes this long before the notice.")
 
 
 @emulator_app.command("start")
@@ -110,9 +125,14 @@ def run(
     schedule: str = typer.Option("poisson", help="poisson | weibull:SHAPE | fixed:T1,T2,… | trace:FILE"),
     trace_invert: bool = typer.Option(False, help="Read trace values as 1 = preempted, 0 = running."),
     kill: str = typer.Option(
-        "sigterm", help="sigterm (notice, grace, SIGKILL) | sigkill | mixed:P (P = SIGKILL share)."
+        "sigterm",
+        help="sigterm (the provider's notice, SIGTERM, grace, SIGKILL) | sigkill (no notice) | mixed:P "
+        "(P = SIGKILL share).",
     ),
-    grace: str = typer.Option("30s", help="Time from SIGTERM to SIGKILL, simulated (GCP Spot: 30 s, AWS: 120 s)."),
+    provider: str = PROVIDER,
+    notice: Optional[str] = NOTICE,
+    grace: Optional[str] = GRACE,
+    rebalance_lead: Optional[str] = REBALANCE_LEAD,
     restart_delay: str = typer.Option("0", help="Time to get a new VM after a preemption, simulated (billed)."),
     time_scale: Optional[float] = typer.Option(
         None, help="K: one real second of compute stands for K simulated seconds (instead of --work) [-- CMD: 1]."
@@ -129,6 +149,13 @@ def run(
     local_disk: str = typer.Option("wipe", help="The VM's local disk between attempts: wipe (a new VM) or keep."),
     machine: str = typer.Option(DEFAULT_MACHINE, help="Price-table row(s), e.g. gcp-n1-standard-8+gcp-t4."),
     prices: Optional[Path] = typer.Option(None, help="CSV price table replacing the shipped one."),
+    export_plan: tuple[str, str] = typer.Option(
+        ("", ""),
+        metavar="KIND DIR",
+        show_default=False,
+        help="Also write what replays the run's first preemptions on a real VM: gcloud | aws-fis | azure, into DIR "
+        "(nothing is sent to a cloud).",
+    ),  # fmt: skip
     out: Path = typer.Option(Path("spotsim-run"), help="Output directory (events.jsonl, summary.json, timeline.png)."),
 ) -> None:
     """Run a training job under preemptions; measure lost work, overheads and the projected spot bill."""
@@ -142,15 +169,21 @@ def run(
         command=job.command, out=out.absolute(),
         schedule=parse_schedule(schedule, preempt_rate, trace_invert=trace_invert),
         interval_s=parse_duration(interval, "--interval") if interval is not None else None,
-        interval_steps=interval_steps, kill=KillMode.parse(kill), grace_s=parse_duration(grace, "--grace"),
+        interval_steps=interval_steps, kill=KillMode.parse(kill),
+        provider=_provider(provider, notice, grace, rebalance_lead),
         restart_delay_s=parse_duration(restart_delay, "--restart-delay"), seed=seed,
         **_clock_options(work, startup, time_scale, job),
         max_preemptions=max_preemptions, max_crashes=max_crashes, local_disk=local_disk,
         attempt_timeout_s=parse_duration(attempt_timeout, "--attempt-timeout") if attempt_timeout else None,
     )  # fmt: skip
+    export_kind, export_dir = export_plan
+    if export_kind and export_kind not in EXPORT_KINDS:
+        raise InvalidOption(f"--export-plan: unknown kind {export_kind!r}; choose one of {', '.join(EXPORT_KINDS)}")
     signal.signal(signal.SIGTERM, _interrupt)  # a kill of the harness ends the job and the emulator too
     outcome = _run_with_progress(config, chosen, bucket, job.total_steps)
     _print_summary(outcome.summary, outcome.out)
+    if export_kind:
+        _export(export_kind, Path(export_dir).absolute(), config, outcome)
     if outcome.interrupted:
         raise typer.Exit(130)
     if outcome.gave_up:
@@ -181,7 +214,9 @@ def verify(
     interval_steps: Optional[int] = typer.Option(
         None, help="Checkpoint every N steps (SPOTSIM_CHECKPOINT_INTERVAL_STEPS)."
     ),
-    grace: str = typer.Option("30s", help="SIGTERM → SIGKILL window (real seconds here)."),
+    provider: str = PROVIDER,
+    notice: Optional[str] = NOTICE,
+    grace: Optional[str] = GRACE,
     seed: int = typer.Option(0, help="Seed of the kill points."),
     kill_steps: Optional[str] = typer.Option(
         None,
@@ -217,7 +252,7 @@ def verify(
         steps_adjustable=job.builtin and not job.steps_given,
         kills_per_run=kills_per_run, kill=KillMode.parse(kill), seed=seed, artifact=artifact, bucket=bucket,
         interval_s=parse_duration(interval, "--interval") if interval else None, interval_steps=interval_steps,
-        grace_s=parse_duration(grace, "--grace"), kill_plans=(kill_steps,) if kill_steps else (),
+        provider=_provider(provider, notice, grace, None), kill_plans=(kill_steps,) if kill_steps else (),
         attempt_timeout_s=parse_duration(attempt_timeout, "--attempt-timeout") if attempt_timeout else None,
         local_disk=local_disk,
     )  # fmt: skip
@@ -331,7 +366,10 @@ def sweep(
         None, help="Simulated compute the job stands for; K is measured once for every run [built-in: 24h]."
     ),
     time_scale: Optional[float] = typer.Option(None, help="K for every run (instead of --work) [-- CMD: 1]."),
-    grace: str = typer.Option("30s", help="SIGTERM → SIGKILL window, simulated."),
+    provider: str = PROVIDER,
+    notice: Optional[str] = NOTICE,
+    grace: Optional[str] = GRACE,
+    rebalance_lead: Optional[str] = REBALANCE_LEAD,
     restart_delay: str = typer.Option("0", help="Time to get a new VM, simulated."),
     machine: str = typer.Option(DEFAULT_MACHINE, help="Price-table row(s)."),
     parallel: int = typer.Option(os.cpu_count() or 1, help="Runs at a time [number of cores]."),
@@ -358,20 +396,21 @@ def sweep(
     for kill in kill_list:
         KillMode.parse(kill)
     interval_list = tuple(_positive_durations(intervals, "--intervals"))
+    timeline = _provider(provider, notice, grace, rebalance_lead)
     if ctx.args:
         check_command(tuple(ctx.args))
     k, total_steps = _sweep_scale(job, clock, interval_list, out.absolute())
     job_args = ("--", *ctx.args) if ctx.args else ("--workload", workload or "torch-cnn", "--steps", str(total_steps))
     config = SweepConfig(
         job_args=job_args, out=out.absolute(), intervals_s=interval_list,
-        rates=rate_list, kills=kill_list, repeats=repeats, time_scale=k, grace=grace,
+        rates=rate_list, kills=kill_list, repeats=repeats, time_scale=k, provider_args=_provider_args(timeline),
         restart_delay=restart_delay, machine=machine, parallel=parallel, seed=seed,
     )  # fmt: skip
     total = len(config.grid())
     shown = Console(stderr=True) if as_json else console
     signal.signal(signal.SIGTERM, _interrupt)  # stops the runs and keeps the finished ones, as Ctrl-C does
     delays = {
-        "grace_s": parse_duration(grace, "--grace"),
+        "grace_s": timeline.grace_s,
         "restart_delay_s": parse_duration(restart_delay, "--restart-delay"),
     }
     with out_dir(config.out):
@@ -492,6 +531,40 @@ def _job(args: list[str], workload: str | None, steps: int | None, command_for) 
     return _Job(tuple(command_for(workload or "torch-cnn", ["--steps", str(total)])), total, True, steps is not None)
 
 
+def _export(kind: str, directory: Path, config, outcome) -> None:
+    """Write the replay of the run's first preemptions, or say why there is none."""
+    from spotsim.export_plan import export_plan
+    from spotsim.harness.live import replay_plan
+
+    plan, measured = replay_plan(outcome.out, config, outcome.summary)
+    if not plan:
+        console.print("[yellow]--export-plan[/yellow]: the run had no preemptions, so there is nothing to replay")
+        return
+    written = export_plan(kind, directory, plan, measured)
+    console.print(f"wrote the {kind} replay of {min(len(plan), 3)} of {len(plan)} preemptions: "
+                  f"{', '.join(p.name for p in written)} in {directory}")  # fmt: skip
+
+
+def _provider(name: str, notice: str | None, grace: str | None, rebalance_lead: str | None):
+    """The preemption timeline from ``--provider`` and its overrides."""
+    from spotsim.durations import parse_duration
+    from spotsim.preemption.providers import parse_provider
+
+    def seconds(text: str | None, option: str) -> float | None:
+        return parse_duration(text, option) if text is not None else None
+
+    return parse_provider(
+        name, notice_s=seconds(notice, "--notice"), grace_s=seconds(grace, "--grace"),
+        rebalance_lead_s=seconds(rebalance_lead, "--rebalance-lead"),
+    )  # fmt: skip
+
+
+def _provider_args(provider) -> tuple[str, ...]:
+    """``spotsim run`` options that give each of a sweep's runs this timeline."""
+    args = ("--provider", provider.name, "--notice", f"{provider.notice_s!r}", "--grace", f"{provider.grace_s!r}")
+    return args + (("--rebalance-lead", f"{provider.rebalance_lead_s!r}") if provider.rebalance_lead_s else ())
+
+
 def _clock_options(work: str | None, startup: str | None, time_scale: float | None, job: _Job) -> dict:
     """K directly (--time-scale), or the work K is chosen for (--work; 24 h for a built-in workload by default)."""
     from spotsim.durations import parse_duration
@@ -541,7 +614,8 @@ def _print_verdict(verdict, out: Path) -> None:
     for check in verdict.checks:
         kills = (
             ", ".join(
-                f"step {k.step} ({'+'.join(k.signals)}{', inside a save' if k.in_save else ''})" for k in check.kills
+                f"step {k.step} ({'+'.join(k.signals) or 'notice only'}{', inside a save' if k.in_save else ''})"
+                for k in check.kills
             )
             or "none landed"
         )
@@ -576,24 +650,33 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _grace_verdict(preemption: dict) -> str:
+def _met(preemption: dict) -> str:
+    """How the job met one noticed preemption, in a few words."""
+    from spotsim.report.timeline import duration
+
+    parts = []
+    if (seen := preemption.get("notice_seen_after_real_s")) is not None:
+        parts.append(f"saw the notice after {seen:.2f} s real")
     if not preemption["emergency_checkpoint"]:
-        return "no emergency checkpoint"
-    saved = f"emergency checkpoint after {preemption['emergency_after_s']:.1f} s"
-    if not preemption["emergency_in_grace"]:
-        return f"{saved}: NOT inside the grace period"
-    return f"{saved}: inside the grace period" + ("" if preemption["exited_in_grace"] else ", but exit was late")
+        parts.append("no emergency checkpoint")
+    else:
+        saved = f"emergency checkpoint after {duration(preemption['emergency_after_s'])}"
+        parts.append(saved + ("" if preemption["emergency_before_kill"] else ": NOT before the kill"))
+    parts.append({"before_signal": "exited before the signal", "inside_grace": "exited inside the grace",
+                  "killed": "killed"}[preemption["exit"]])  # fmt: skip
+    return "; ".join(parts)
 
 
 def _notice_rows(interruptions: list[dict]) -> list[tuple[str, str]]:
-    """SIGTERM preemptions: one row each when a few, else one row counting the emergency saves in the grace."""
-    noticed = [x for x in interruptions if "emergency_in_grace" in x]
+    """Noticed preemptions: one row each when a few, else one row counting the emergency saves before the kill."""
+    noticed = [x for x in interruptions if "emergency_before_kill" in x]
     if len(noticed) <= 3:
-        return [(f"attempt {x['attempt']} SIGTERM", _grace_verdict(x)) for x in noticed]
-    saved = sum(x["emergency_in_grace"] for x in noticed)
-    late = [str(x["attempt"]) for x in noticed if not x["emergency_in_grace"]]
-    return [("SIGTERM notices", f"{len(noticed)}: emergency checkpoint inside the grace in {saved}"
-             + (f" (not in attempts {', '.join(late)})" if late else ""))]  # fmt: skip
+        return [(f"attempt {x['attempt']} notice", _met(x)) for x in noticed]
+    saved = sum(x["emergency_before_kill"] for x in noticed)
+    late = [str(x["attempt"]) for x in noticed if not x["emergency_before_kill"]]
+    seen = sum(x["notice_seen_after_s"] is not None for x in noticed)
+    return [("notices", f"{len(noticed)}: the job saw {seen} in the metadata; emergency checkpoint before the kill "
+             f"in {saved}" + (f" (not in attempts {', '.join(late)})" if late else ""))]  # fmt: skip
 
 
 def _print_summary(summary: dict, out: Path) -> None:

@@ -79,8 +79,9 @@ def test_sigterm_with_a_long_grace_loses_nothing(tmp_path):
     assert summary["lost_steps"] == 0 and summary["identity_holds"]
     for preemption in summary["interruptions"]:
         assert preemption["signals"] == ["SIGTERM"], "the job left inside the grace period; no SIGKILL needed"
-        assert preemption["emergency_in_grace"] and preemption["resumed_step"] == preemption["last_step"]
-    assert "inside the grace period" in done.stdout and "NOT inside" not in done.stdout
+        assert preemption["emergency_before_kill"] and preemption["resumed_step"] == preemption["last_step"]
+        assert preemption["exit"] == "inside_grace"
+    assert "exited inside the grace" in done.stdout and "NOT before the kill" not in done.stdout
 
 
 def test_a_grace_period_too_short_for_the_save_is_reported(tmp_path):
@@ -91,8 +92,8 @@ def test_a_grace_period_too_short_for_the_save_is_reported(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     [preemption] = summary["interruptions"]
-    assert preemption["signals"] == ["SIGTERM", "SIGKILL"] and preemption["emergency_in_grace"] is False
-    assert preemption["exited_in_grace"] is False
+    assert preemption["signals"] == ["SIGTERM", "SIGKILL"] and preemption["emergency_before_kill"] is False
+    assert preemption["exit"] == "killed"
 
 
 def test_crash_loop_stops_at_max_crashes(tmp_path):
@@ -172,7 +173,10 @@ BAD_INPUT = {
     "bad kill mode": ["--interval", "60", "--kill", "mixed:2"],
     "bad time scale": ["--interval", "60", "--time-scale", "0"],
     "unreachable bucket": ["--interval", "60", "--bucket", "gs://nowhere/run"],
-    "unknown option taken for the command": ["--interval", "60", "--provider", "gcp-spot"],
+    "unknown option taken for the command": ["--interval", "60", "--cloud", "gcp"],
+    "unknown provider": ["--interval", "60", "--provider", "gcp"],
+    "rebalance lead on gcp": ["--interval", "60", "--rebalance-lead", "1m"],
+    "bad export kind": ["--interval", "60", "--export-plan", "ibm", "plan"],
     "negative seed": ["--interval", "60", "--seed", "-1"],
     "zero max crashes": ["--interval", "60", "--max-crashes", "0"],
     "bad local disk": ["--interval", "60", "--local-disk", "maybe"],
@@ -240,7 +244,7 @@ def test_tf_cnn_runs_under_the_harness(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["completed"] and summary["final_step"] == 300 and summary["preemptions"] == 1
     [preemption] = summary["interruptions"]
-    assert preemption["emergency_in_grace"] and summary["lost_steps"] == 0 and summary["identity_holds"]
+    assert preemption["emergency_before_kill"] and summary["lost_steps"] == 0 and summary["identity_holds"]
     assert (out / "output" / "model.weights.h5").stat().st_size > 0
 
 

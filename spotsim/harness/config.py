@@ -10,6 +10,7 @@ from pathlib import Path
 from spotsim.clock import Clock, Scale
 from spotsim.errors import InvalidOption
 from spotsim.preemption import KillMode, Schedule, Sigterm
+from spotsim.preemption.providers import DEFAULT_PROVIDER, PROVIDERS, Provider
 
 LOCAL_DISK_MODES = ("wipe", "keep")
 
@@ -24,7 +25,7 @@ class RunConfig:
     interval_s: float | None = None
     interval_steps: int | None = None
     kill: KillMode = Sigterm()
-    grace_s: float = 30.0
+    provider: Provider = PROVIDERS[DEFAULT_PROVIDER]  # the preemption timeline: notice, grace, hard stop
     restart_delay_s: float = 0.0
     time_scale: float = 1.0  # K; with work_s, the harness chooses it (with_scale) after measuring the job
     work_s: float | None = None  # simulated compute the job stands for (--work)
@@ -53,7 +54,6 @@ class RunConfig:
             self.interval_steps is None or self.interval_steps >= 1,
             f"--interval-steps must be ≥ 1, got {self.interval_steps}",
         )
-        _check(_positive(self.grace_s) or self.grace_s == 0, f"--grace must be ≥ 0 seconds, got {self.grace_s}")
         _check(
             _positive(self.restart_delay_s) or self.restart_delay_s == 0,
             f"--restart-delay must be ≥ 0, got {self.restart_delay_s}",
@@ -92,6 +92,11 @@ class RunConfig:
             "--work needs the job's total steps to choose K: give --steps N (for -- CMD jobs it tells spotsim, "
             "not the job, how many steps the command runs)",
         )
+
+    @property
+    def grace_s(self) -> float:
+        """SIGTERM → SIGKILL, simulated seconds (and real ones: the notice phase runs at 1×)."""
+        return self.provider.grace_s
 
     @property
     def clock(self) -> Clock:

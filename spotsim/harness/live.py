@@ -17,6 +17,7 @@ from pathlib import Path
 from spotsim.clock import Scale, choose_scale
 from spotsim.cost import Machine
 from spotsim.errors import InvalidOption, SpotsimError
+from spotsim.export_plan import LocalMeasurements, PlannedPreemption
 from spotsim.harness.config import RunConfig, check_command
 from spotsim.harness.probe import probe_job
 from spotsim.harness.runlog import read_events, split_attempts
@@ -82,7 +83,8 @@ def run_live(
         (config.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         from spotsim.report import plot_timeline
 
-        title = f"{' '.join(config.command[-3:])} · {config.schedule.describe()} · kill {config.kill}"
+        title = (f"{' '.join(config.command[-3:])} · {config.schedule.describe()} · kill {config.kill} · "
+                 f"{config.provider.describe()}")  # fmt: skip
         plot_timeline(attempts, summary, clock.to_sim, config.out / "timeline.png", title=title)
     crash = run.crash if ends and ends[-1].cause in ("crash", "timeout") else None
     return RunOutcome(summary, config.out, crash, interrupted, run.gave_up)
@@ -186,3 +188,30 @@ def check_writable(bucket: str, env: dict[str, str]) -> None:
             store.delete(probe)
     except (SpotsimError, OSError) as e:
         raise InvalidOption(f"cannot write to the bucket {bucket}: {e}") from None
+
+
+def replay_plan(out: Path, config: RunConfig, summary: dict) -> tuple[list[PlannedPreemption], LocalMeasurements]:
+    """The run's preemptions as a plan to replay on a real VM, and what the run measured to compare with."""
+    events = read_events(out / "events.jsonl")
+    attempts, clock = split_attempts(events), run_clock(events, config.clock)
+    provider, plan = config.provider, []
+    for attempt, attempt_clock in zip(attempts, clock.attempts):
+        t0 = attempt.notice_t or (attempt.signals[0][0] if attempt.signals else None)
+        if attempt.cause != "preempted" or t0 is None:
+            continue
+        plan.append(PlannedPreemption(
+            attempt.attempt, attempt_clock.uptime(t0), provider.notice_s, provider.grace_s,
+            sigkill=attempt.notice_t is None and attempt.signals[0][1] == "SIGKILL",
+        ))  # fmt: skip
+    interruptions = [
+        {"attempt": x["attempt"], "noticed_after_s": x.get("notice_seen_after_s"),
+         "emergency_committed": bool(x.get("emergency_before_kill")), "exit": x.get("exit")}
+        for x in summary["interruptions"] if x["cause"] == "preempted"
+    ]  # fmt: skip
+    measured = LocalMeasurements(
+        provider=provider.name, command=" ".join(config.command), interval_s=config.interval_s,
+        preemptions=summary["preemptions"], lost_steps=summary["lost_steps"], lost_work_s=summary["lost_time_s"],
+        restart_overhead_s=summary["restart_overhead_s"], checkpoint_blocking_s=summary["checkpoint_blocking_s"],
+        emergency_saves=sum(x["emergency_committed"] for x in interruptions), interruptions=interruptions,
+    )  # fmt: skip
+    return plan, measured

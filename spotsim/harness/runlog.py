@@ -4,10 +4,10 @@ The harness is the only writer of ``events.jsonl``. Each attempt appends its
 own events to ``attempts/attempt-N.events.jsonl`` (its ``SPOTSIM_EVENTS``);
 the harness reads that file as it grows (:class:`JobEventReader`), checks each
 event against the contract, and copies the valid ones into the run log next to
-its own (``run``, ``launch``, ``signal``, ``save_write``, ``exit``,
-``restart_delay``). So a job that dies mid-line, or writes garbage, can never
-swallow or corrupt a harness event: job output is untrusted input, and a bad
-line becomes a ``malformed`` event that the summary lists as an anomaly.
+its own (``run``, ``launch``, ``rebalance``, ``notice``, ``signal``,
+``metadata_request``, ``save_write``, ``exit``, ``restart_delay``). So a job
+that dies mid-line, or writes garbage, can never swallow or corrupt a harness
+event: job output is untrusted input, and a bad line becomes a ``malformed`` event that the summary lists as an anomaly.
 
 The job's events between a ``launch`` and its ``exit`` belong to that attempt.
 """
@@ -149,7 +149,12 @@ class AttemptRecord:
     steps: list[tuple[float, int]] = field(default_factory=list)
     checkpoints: list[dict] = field(default_factory=list)
     signals: list[tuple[float, str]] = field(default_factory=list)
-    kill: dict | None = None  # the first signal event: when, at which step, inside a save or not
+    kill: dict | None = None  # the notice or first signal event: when, at which step, inside a save or not
+    notice_t: float | None = None  # the provider's notice went out (metadata), t0 of a noticed preemption
+    notice_seen_t: float | None = None  # the job's first metadata request whose answer carried the notice
+    rebalance_t: float | None = None  # AWS's rebalance recommendation went out
+    metadata_requests: int = 0
+    hard_stop: bool = False  # the provider's uptime cap ended this VM
     malformed: list[str] = field(default_factory=list)  # job events that broke the contract
     stops: list[str] = field(default_factory=list)  # why the harness stopped it other than a preemption
     done_step: int | None = None
@@ -191,6 +196,7 @@ def split_attempts(events: list[dict]) -> list[AttemptRecord]:
         kind, t = e["event"], float(e.get("t", 0.0))
         if kind == "launch":
             current = AttemptRecord(int(e.get("attempt", len(attempts))), t, e.get("preempt_at_s"))
+            current.hard_stop = bool(e.get("hard_stop"))
             attempts.append(current)
         elif kind == "restart_delay" and attempts:
             attempts[-1].delay_s, attempts[-1].capacity_wait_s = e.get("delay_s", 0.0), e.get("capacity_wait_s", 0.0)
@@ -201,6 +207,15 @@ def split_attempts(events: list[dict]) -> list[AttemptRecord]:
         elif kind == "signal":
             current.signals.append((t, e.get("signal", "?")))
             current.kill = current.kill or e
+        elif kind == "notice":  # t0 of a noticed preemption: the kill, whether or not a signal follows
+            current.notice_t = current.notice_t or t
+            current.kill = current.kill or e
+        elif kind == "rebalance":
+            current.rebalance_t = current.rebalance_t or t
+        elif kind == "metadata_request":
+            current.metadata_requests += 1
+            if e.get("notice") and current.notice_t is not None and current.notice_seen_t is None:
+                current.notice_seen_t = t
         elif kind == "malformed":
             current.malformed.append(str(e.get("problem", "?")))
         elif kind == "stop":

@@ -1,13 +1,16 @@
 """The live harness: run a training command attempt after attempt, preempting it on schedule.
 
-What happens when the harness kills a job, in one place (:meth:`LiveRun._supervise`):
+What happens when the harness preempts a job, in one place (:meth:`LiveRun._supervise`):
 at the attempt's drawn uptime (or step, or inside the first save from a step
-on) the harness sends SIGTERM to the attempt's whole process group (the
-notice), waits the grace period, then SIGKILLs the group; with
-``--kill sigkill`` it sends SIGKILL at once. An exit the harness did not cause
-is a crash. After a preemption it waits the restart delay (plus any capacity
-wait of a replayed trace) and launches the next attempt, on a fresh local disk,
-until the job reports ``done``.
+on), t0, the provider's timeline starts (:mod:`spotsim.preemption.providers`).
+The run's local metadata server (:mod:`spotsim.metadata`) announces the
+preemption at t0 (AWS: a rebalance recommendation may come first); SIGTERM
+reaches the attempt's whole process group when the notice is over (or at an
+Azure approval), and SIGKILL after the grace. A ``--kill sigkill`` preemption
+has no notice: SIGKILL at t0. An exit the harness did not cause is a crash.
+After a preemption it waits the restart delay (plus any capacity wait of a
+replayed trace) and launches the next attempt, on a fresh local disk and a
+fresh VM's metadata, until the job reports ``done``.
 
 A job that reported ``done`` is finished: it is never preempted or relaunched,
 and if it does not exit within :data:`DONE_EXIT_WAIT_S` the harness stops it.
@@ -16,20 +19,24 @@ An attempt past ``--attempt-timeout`` is stopped and counted as a crash.
 All configured durations are simulated seconds. The VM's uptime runs on the
 simulated clock (:mod:`spotsim.clock`): K× while the job computes, 1× while it
 starts up, blocks on a checkpoint or exits, so fixed costs are never
-multiplied by K; the grace is real seconds too.
+multiplied by K. The notice runs on that clock (a 120 s notice at K = 60 is
+2 s of compute); the grace, which starts with the SIGTERM, is real seconds.
+Every request the job makes to the metadata server becomes a
+``metadata_request`` event.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +48,7 @@ from spotsim.harness.config import RunConfig
 from spotsim.harness.runlog import JobEventReader, RunLogTail
 from spotsim.harness.save_watch import SaveWatch
 from spotsim.lifeline import Reaper
+from spotsim.metadata import MetadataRequest, MetadataServer
 from spotsim.preemption import Lifetime, format_kill_points
 
 log = logging.getLogger(__name__)
@@ -64,6 +72,15 @@ class Progress:
     lost_steps: int = 0
     checkpoints: int = 0
     state: str = "starting"
+
+
+@dataclass
+class Eviction:
+    """One preemption in progress: the notice is out, the signals follow on the provider's timeline."""
+
+    sigterm_at_uptime: float | None  # the SIGTERM is due at this simulated uptime; None once sent (or never)
+    kill_at: float | None = None  # monotonic time of the SIGKILL after the grace
+    write: str | None = None  # the save write a kill point inside a save holds
 
 
 @dataclass
@@ -103,6 +120,9 @@ class LiveRun:
         self.gave_up: str | None = None  # why the run stopped before the job finished, other than crashes
         self._idle_streak = 0
         self._armed = False  # the save watch is looking for the write to kill in
+        self._sigkill_draws: dict[int, bool] = {}
+        self._rebalanced = False  # this attempt's rebalance recommendation is out
+        self._requests: queue.SimpleQueue[MetadataRequest] = queue.SimpleQueue()  # from the server's threads
 
     def run(self) -> list[AttemptEnd]:
         """Run until done, a crash loop, a stall, or Ctrl-C (which ends the current attempt and returns)."""
@@ -111,8 +131,9 @@ class LiveRun:
         attempts_dir.mkdir(parents=True)
         self._emit("run", run_id=self.run_id, command=list(self.config.command), time_scale=self.config.time_scale)
         attempt = 0
+        cloud = self.config.provider.cloud
         try:
-            with Reaper() as self.reaper:
+            with Reaper() as self.reaper, MetadataServer(cloud, on_request=self._requests.put) as self.metadata:
                 while True:
                     end = self._attempt(attempt)
                     self.ends.append(end)
@@ -133,11 +154,13 @@ class LiveRun:
     def _attempt(self, attempt: int) -> AttemptEnd:
         lifetime = self._draw_lifetime(attempt)
         self._prepare_local_disk(attempt)
+        self.metadata.new_vm()
+        self._rebalanced = False
         self.progress.attempt, self.progress.state = attempt, "running"
         kill_point = format_kill_points((lifetime.at_step,), (lifetime.in_save,)) if lifetime.at_step else None
         self._emit(
             "launch", attempt=attempt, preempt_at_s=lifetime.uptime_s, preempt_at_step=lifetime.at_step,
-            kill_point=kill_point, capacity_wait_s=lifetime.capacity_wait_s,
+            kill_point=kill_point, capacity_wait_s=lifetime.capacity_wait_s, hard_stop=lifetime.hard_stop,
         )  # fmt: skip
         attempts_dir = self.config.out / "attempts"
         events_path = (attempts_dir / f"attempt-{attempt}.events.jsonl").absolute()
@@ -177,14 +200,18 @@ class LiveRun:
         limit = self.config.max_preemptions
         if limit is not None and self.progress.preemptions >= limit:
             lifetime = Lifetime(None)
+        cap = self.config.provider.max_uptime_s  # a legacy preemptible VM stops at 24 h, whatever the schedule
+        if cap is not None and lifetime.at_step is None and (lifetime.uptime_s is None or lifetime.uptime_s > cap):
+            lifetime = replace(lifetime, uptime_s=cap, hard_stop=True)
         self.lifetimes.append(lifetime)
         return lifetime
 
     def _supervise(self, attempt: int, process: subprocess.Popen, lifetime: Lifetime) -> AttemptEnd:
-        """Watch one attempt until it exits; preempt it when its simulated uptime (or kill point) is up."""
+        """Watch one attempt until it exits; preempt it when its simulated uptime (or kill point) is up, on the
+        provider's timeline: rebalance recommendation, metadata notice, SIGTERM, SIGKILL."""
         clock = self.run_clock.current
         timeout = self.config.attempt_timeout_s
-        kill_at: float | None = None
+        eviction: Eviction | None = None
         signals: list[str] = []
         while process.poll() is None:
             self._follow_events(attempt)
@@ -194,33 +221,39 @@ class LiveRun:
             elif timeout is not None and uptime >= timeout:
                 self._emit("stop", attempt=attempt, reason="attempt timeout", step=self.tail.last_step)
                 return AttemptEnd(attempt, "timeout", reap(process))
-            elif not signals and preemption_due(lifetime, uptime, self._progress_of(attempt)):
+            elif eviction is None and preemption_due(lifetime, uptime, self._progress_of(attempt)):
                 write = self._save_write(lifetime, attempt)
                 if write is not False:
-                    kill_at = self._preempt(attempt, process, now, write, signals)
+                    eviction = self._preempt(attempt, process, uptime, write, signals)
                 continue
-            elif kill_at is not None and now >= kill_at:
-                signals.append(self._signal(attempt, process, signal.SIGKILL))
-                kill_at = None
-            time.sleep(self._poll_s(lifetime, clock, signals, kill_at))
+            elif eviction is not None and self._evict(attempt, process, eviction, uptime, now, signals):
+                continue
+            elif eviction is None and self._rebalance_due(lifetime, uptime):
+                self._rebalance(attempt)
+            time.sleep(self._poll_s(lifetime, clock, eviction))
         self._follow_events(attempt, final=True)
         self._disarm()
         code = process.returncode
         progressed = self.tail.attempt == attempt and (self.tail.last_step or 0) > (self.tail.resumed_step or 0)
         if self.tail.done_step is not None:
             return AttemptEnd(attempt, "done", code)
-        if signals:
+        if eviction is not None:  # signalled, or gone on the metadata notice alone
             self.progress.preemptions += 1
             return AttemptEnd(attempt, "preempted", code, progressed)
         return AttemptEnd(attempt, "crash", code, progressed)
 
-    def _poll_s(self, lifetime: Lifetime, clock: AttemptClock, signals: list[str], kill_at: float | None) -> float:
-        """Sleep until the next poll, or less when the preemption falls due sooner (at K× a poll is long)."""
-        wait = POLL_S
-        if not signals and lifetime.uptime_s is not None:
-            wait = min(wait, clock.real_until(lifetime.uptime_s, time.time()))
-        if kill_at is not None:
-            wait = min(wait, kill_at - time.monotonic())
+    def _poll_s(self, lifetime: Lifetime, clock: AttemptClock, eviction: Eviction | None) -> float:
+        """Sleep until the next poll, or less when the next step of the preemption falls due sooner
+        (at K× a poll is long)."""
+        at, wait = time.time(), POLL_S
+        if eviction is None and lifetime.uptime_s is not None:
+            lead = self.config.provider.rebalance_lead_s or 0.0
+            due = lifetime.uptime_s - lead if not self._rebalanced else lifetime.uptime_s
+            wait = min(wait, clock.real_until(due, at))
+        elif eviction is not None and eviction.sigterm_at_uptime is not None:
+            wait = min(wait, clock.real_until(eviction.sigterm_at_uptime, at))
+        if eviction is not None and eviction.kill_at is not None:
+            wait = min(wait, eviction.kill_at - time.monotonic())
         return max(wait, MIN_POLL_S)
 
     def _progress_of(self, attempt: int) -> tuple[int, int] | None:
@@ -240,12 +273,69 @@ class LiveRun:
             self._armed = True
         return self.save_watch.wait_for_write(POLL_S) or False
 
-    def _preempt(self, attempt: int, process: subprocess.Popen, now: float, write: str | None, signals: list[str]):
-        """Send the notice (or the SIGKILL); return when the SIGKILL after the grace is due, if it is."""
-        sigkill = self.config.kill.draw_sigkill(self.rng)
-        signals.append(self._signal(attempt, process, signal.SIGKILL if sigkill else signal.SIGTERM, write))
-        self._disarm()  # a held upload's response goes out only now that the signal is out
-        return None if sigkill else now + self.config.grace_s  # the grace is a fixed cost: real seconds
+    def _preempt(
+        self, attempt: int, process: subprocess.Popen, uptime: float, write: str | None, signals: list[str]
+    ) -> Eviction:
+        """t0: a SIGKILL without notice, or the provider's notice (metadata, then SIGTERM when due)."""
+        if self._sigkill(attempt):
+            signals.append(self._signal(attempt, process, signal.SIGKILL, write))
+            self._disarm()  # a held upload's response goes out only now that the signal is out
+            return Eviction(None)
+        provider = self.config.provider
+        if provider.rebalance_lead_s is not None and not self._rebalanced:
+            self._rebalance(attempt)  # a recommendation may come together with the notice
+        sigterm_at = uptime + provider.notice_s
+        deadline = time.time() + self.run_clock.current.real_until(sigterm_at, time.time())
+        self.metadata.notice(deadline)
+        self._emit(
+            "notice", attempt=attempt, provider=provider.name, cloud=provider.cloud, notice_s=provider.notice_s,
+            deadline_t=deadline, step=self.tail.last_step,
+        )  # fmt: skip
+        self.progress.state = "noticed"
+        eviction = Eviction(sigterm_at, write=write)
+        self._evict(attempt, process, eviction, uptime, time.monotonic(), signals)
+        return eviction
+
+    def _evict(
+        self, attempt: int, process: subprocess.Popen, eviction: Eviction, uptime: float, now: float,
+        signals: list[str],
+    ) -> bool:  # fmt: skip
+        """Send the signal that is due now, if one is: SIGTERM at the end of the notice (or at an Azure
+        approval), SIGKILL at the end of the grace, a fixed cost in real seconds. Whether one was sent."""
+        if eviction.sigterm_at_uptime is not None:
+            approved = self.config.provider.approvable and self.metadata.approved_at() is not None
+            if uptime < eviction.sigterm_at_uptime and not approved:
+                return False
+            signals.append(self._signal(attempt, process, signal.SIGTERM, eviction.write, approved=approved))
+            self._disarm()
+            eviction.sigterm_at_uptime, eviction.kill_at = None, now + self.config.grace_s
+            return True
+        if eviction.kill_at is not None and now >= eviction.kill_at:
+            signals.append(self._signal(attempt, process, signal.SIGKILL))
+            eviction.kill_at = None
+            return True
+        return False
+
+    def _sigkill(self, attempt: int) -> bool:
+        """Whether this attempt's preemption comes without notice: drawn once, when first needed."""
+        if attempt not in self._sigkill_draws:
+            self._sigkill_draws[attempt] = self.config.kill.draw_sigkill(self.rng)
+        return self._sigkill_draws[attempt]
+
+    def _rebalance_due(self, lifetime: Lifetime, uptime: float) -> bool:
+        lead = self.config.provider.rebalance_lead_s
+        if lead is None or self._rebalanced or lifetime.uptime_s is None:
+            return False
+        return uptime >= lifetime.uptime_s - lead
+
+    def _rebalance(self, attempt: int) -> None:
+        """AWS's rebalance recommendation: the instance is at elevated risk (never for a SIGKILL without notice)."""
+        self._rebalanced = True
+        if self._sigkill(attempt):
+            return
+        now = time.time()
+        self.metadata.rebalance(now)
+        self._emit("rebalance", attempt=attempt, notice_t=now, step=self.tail.last_step)
 
     def _disarm(self) -> None:
         if self._armed:
@@ -267,10 +357,13 @@ class LiveRun:
             _kill_group(process, signal.SIGKILL)
             process.wait()
 
-    def _signal(self, attempt: int, process: subprocess.Popen, sig: signal.Signals, write: str | None = None) -> str:
+    def _signal(
+        self, attempt: int, process: subprocess.Popen, sig: signal.Signals, write: str | None = None,
+        approved: bool = False,
+    ) -> str:  # fmt: skip
         self._emit(
             "signal", attempt=attempt, signal=sig.name, step=self.tail.last_step, in_save=write is not None,
-            **({"write": write} if write is not None else {}),
+            **({"write": write} if write is not None else {}), **({"approved": True} if approved else {}),
         )  # fmt: skip
         self.progress.state = "preempting" if sig == signal.SIGTERM else "killed"
         _kill_group(process, sig)
@@ -280,7 +373,7 @@ class LiveRun:
         disk = str(self.local_disk.absolute())
         return self.base_env | {
             "SPOTSIM_RUN_ID": self.run_id, "SPOTSIM_ATTEMPT": str(attempt), "SPOTSIM_EVENTS": str(events),
-            "SPOTSIM_LOCAL_DIR": disk, "TMPDIR": disk,
+            "SPOTSIM_LOCAL_DIR": disk, "TMPDIR": disk, **self.metadata.env(),
         }  # fmt: skip
 
     def _prepare_local_disk(self, attempt: int) -> None:
@@ -317,8 +410,8 @@ class LiveRun:
 
     # -- the run log --------------------------------------------------------------
 
-    def _emit(self, event: str, **fields: object) -> None:
-        record = {"t": time.time(), "event": event, **fields}
+    def _emit(self, event: str, *, t: float | None = None, **fields: object) -> None:
+        record = {"t": time.time() if t is None else t, "event": event, **fields}
         self.run_log.write(record)
         self.tail.apply(record)
         self.run_clock.apply(record)
@@ -332,6 +425,9 @@ class LiveRun:
             self.run_clock.apply(event)
         for problem in problems:
             self._emit("malformed", attempt=attempt, problem=problem)
+        while not self._requests.empty():  # the job's requests to the metadata server, in arrival order
+            request = self._requests.get()
+            self._emit("metadata_request", t=request.t, attempt=attempt, **request.to_event())
         p = self.progress
         p.step, p.checkpoints, p.lost_steps = self.tail.last_step or 0, self.tail.checkpoints, self.tail.lost_steps
         self.on_progress(p)

@@ -20,7 +20,7 @@ import math
 import statistics
 from dataclasses import asdict
 
-from spotsim.clock import Clock, PhaseTime, RunClock, check_interval_bound
+from spotsim.clock import AttemptClock, Clock, PhaseTime, RunClock, check_interval_bound
 from spotsim.cost import Machine, project
 from spotsim.errors import InvalidOption
 from spotsim.harness.config import RunConfig
@@ -44,8 +44,9 @@ def summarize(
 ) -> dict:
     k = config.time_scale
     interruptions = [
-        x for i, a in enumerate(attempts) if (x := _interruption(a, _next_started(attempts, i), config.grace_s))
-    ]
+        x for i, a in enumerate(attempts)
+        if (x := _interruption(a, _next_started(attempts, i), clock.attempts[i] if i < len(clock.attempts) else None))
+    ]  # fmt: skip
     preemptions = [x for x in interruptions if x["cause"] == "preempted"]
     lost_steps = sum(x["lost_steps"] for x in interruptions if x["lost_steps"] is not None)
     step_real = _step_time_s(attempts)
@@ -94,8 +95,10 @@ def summarize(
         "spot_usd_per_hour": machine.spot_usd_per_hour,
         "on_demand_usd_per_hour": machine.on_demand_usd_per_hour,
         "clock": _clock(config, phases),
+        "provider": config.provider.to_dict(),
         "settings": _settings(config),
         "interruptions": interruptions,
+        "metadata_requests": sum(a.metadata_requests for a in attempts),
     }
 
 
@@ -109,9 +112,13 @@ def projection_for(summary: dict, config: RunConfig) -> dict:
     calibration = Calibration.from_summaries([summary])
     # the work the live run stood for: its own steps at its measured step time (the probe's may differ)
     work_s = summary["final_step"] * calibration.step_s if summary["completed"] else config.work_s
+    provider = config.provider
+    # The job has the metadata notice too, if it reads the metadata server: the simulator's notice is both.
+    watches = summary["metadata_requests"] > 0
     job = calibration.job(
-        work_s=work_s, restart_delay_s=config.restart_delay_s, grace_s=config.grace_s,
-        sigkill_fraction=config.kill.sigkill_fraction,
+        work_s=work_s, restart_delay_s=config.restart_delay_s,
+        grace_s=config.grace_s + (provider.notice_s if watches else 0.0),
+        sigkill_fraction=config.kill.sigkill_fraction, max_uptime_s=provider.max_uptime_s,
     )  # fmt: skip
     interval = config.interval_s or config.interval_steps * calibration.step_s
     live = {"wall_s": summary["sim_wall_s"], "lost_s": summary["lost_time_s"]} | {
@@ -125,6 +132,8 @@ def projection_for(summary: dict, config: RunConfig) -> dict:
     except InvalidOption as e:  # a job the simulator cannot finish in its bounds
         return {"skipped": str(e)}
     notes = []
+    if provider.notice_s and not watches:
+        notes.append(f"the job never read the metadata server: its {provider.notice_s:g} s notice is not counted")
     if config.max_preemptions is not None:
         notes.append(f"the live run stopped preempting after {config.max_preemptions}; the projection does not")
     if not summary["completed"]:
@@ -193,8 +202,8 @@ def _next_started(attempts: list[AttemptRecord], i: int) -> AttemptRecord | None
     return next((a for a in attempts[i + 1 :] if a.started), None)
 
 
-def _interruption(attempt: AttemptRecord, following: AttemptRecord | None, grace_s: float) -> dict | None:
-    """One preemption or crash: what it cost, and for SIGTERM whether the emergency save made it.
+def _interruption(attempt: AttemptRecord, following: AttemptRecord | None, clock: AttemptClock | None) -> dict | None:
+    """One preemption or crash: what it cost and, for a preemption, how the job met it.
 
     An attempt killed before its ``start`` event restored nothing and computed
     nothing: it loses 0 steps, and the attempt before it is charged against the
@@ -203,7 +212,7 @@ def _interruption(attempt: AttemptRecord, following: AttemptRecord | None, grace
     if attempt.cause not in ("preempted", "crash", "timeout"):
         return None
     resumed = following.first_step if following is not None else None
-    notice = attempt.signals[0] if attempt.signals else None
+    first_signal = attempt.signals[0] if attempt.signals else None
     record = {
         "attempt": attempt.attempt,
         "cause": attempt.cause,
@@ -213,18 +222,36 @@ def _interruption(attempt: AttemptRecord, following: AttemptRecord | None, grace
         "resumed_step": resumed,
         "started": attempt.started,
         "lost_steps": (attempt.last_step - resumed if attempt.started else 0) if resumed is not None else None,
-        "notice_to_exit_s": attempt.exit_t - notice[0] if notice and attempt.exit_t else None,
+        "notice_to_exit_s": attempt.exit_t - first_signal[0] if first_signal and attempt.exit_t else None,
     }
-    if notice and notice[1] == "SIGTERM":
-        emergency = [
-            c["t"] - notice[0] for c in attempt.checkpoints if c.get("kind") == "emergency" and c["t"] >= notice[0]
-        ]
-        record["emergency_checkpoint"] = bool(emergency)
-        # The question for a fixed grace window: was the emergency checkpoint committed before the SIGKILL?
-        record["emergency_in_grace"] = bool(emergency) and emergency[0] <= grace_s
-        record["emergency_after_s"] = emergency[0] if emergency else None
-        record["exited_in_grace"] = "SIGKILL" not in record["signals"]
+    if attempt.cause == "preempted":
+        record |= _how_met(attempt, clock)
     return record
+
+
+def _how_met(attempt: AttemptRecord, clock: AttemptClock | None) -> dict:
+    """A preemption from t0 (the metadata notice, or the first signal): when the job saw the notice in the
+    metadata server's request log, when its emergency checkpoint committed, and how it ended. Offsets from t0
+    are simulated seconds; ``*_real_s`` the real ones the job had."""
+    signals: dict[str, float] = {}
+    for t, name in attempt.signals:
+        signals.setdefault(name, t)
+    t0 = attempt.notice_t or (attempt.signals[0][0] if attempt.signals else None)
+    ended = "killed" if "SIGKILL" in signals else "inside_grace" if "SIGTERM" in signals else "before_signal"
+    met = {"exit": ended, "hard_stop": attempt.hard_stop, "metadata_requests": attempt.metadata_requests}
+    if t0 is None or (attempt.notice_t is None and attempt.signals[0][1] == "SIGKILL"):
+        return met  # no notice at all
+    after = lambda t: (clock.uptime(t) - clock.uptime(t0)) if clock is not None else t - t0  # noqa: E731
+    emergency = next((c["t"] for c in attempt.checkpoints if c.get("kind") == "emergency" and c["t"] >= t0), None)
+    kill_t = signals.get("SIGKILL")
+    return met | {
+        "notice_seen_after_s": after(attempt.notice_seen_t) if attempt.notice_seen_t else None,
+        "notice_seen_after_real_s": attempt.notice_seen_t - t0 if attempt.notice_seen_t else None,
+        "emergency_checkpoint": emergency is not None,
+        "emergency_after_s": after(emergency) if emergency is not None else None,
+        "emergency_after_real_s": emergency - t0 if emergency is not None else None,
+        "emergency_before_kill": emergency is not None and (kill_t is None or emergency <= kill_t),
+    }
 
 
 def _anomalies(attempts: list[AttemptRecord], interruptions: list[dict]) -> list[str]:
@@ -261,6 +288,7 @@ def _settings(config: RunConfig) -> dict:
     return {
         "command": list(config.command), "schedule": config.schedule.describe(),
         "interval_s": config.interval_s, "interval_steps": config.interval_steps, "kill": str(config.kill),
+        "provider": config.provider.name, "notice_s": config.provider.notice_s,
         "grace_s": config.grace_s, "restart_delay_s": config.restart_delay_s, "seed": config.seed,
         "work_s": config.work_s, "startup_s": config.startup_s, "total_steps": config.total_steps,
         "max_preemptions": config.max_preemptions, "max_crashes": config.max_crashes,

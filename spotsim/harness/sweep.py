@@ -54,7 +54,7 @@ class SweepConfig:
     kills: tuple[str, ...] = ("sigkill",)
     repeats: int = 3
     time_scale: float = 1.0
-    grace: str = "30s"
+    provider_args: tuple[str, ...] = ()  # `spotsim run` options choosing the preemption timeline
     restart_delay: str = "0"
     machine: str | None = None
     parallel: int = os.cpu_count() or 1
@@ -154,7 +154,7 @@ def _one_run(config: SweepConfig, point: GridPoint, index: int, runs: _Runs) -> 
     shutil.rmtree(out, ignore_errors=True)  # a summary left by an earlier sweep must never become a row
     cmd = [
         sys.executable, "-m", "spotsim.cli", "run", "--interval", f"{point.interval_s:g}",
-        "--preempt-rate", f"{point.preempt_rate:g}", "--kill", point.kill, "--grace", config.grace,
+        "--preempt-rate", f"{point.preempt_rate:g}", "--kill", point.kill, *config.provider_args,
         "--restart-delay", config.restart_delay, "--time-scale", f"{config.time_scale:g}",
         "--seed", str(config.seed * 100_003 + index), "--out", str(out),
         *(["--machine", config.machine] if config.machine else []), *config.job_args,

@@ -36,7 +36,7 @@ class Kill:
     """A preemption that really happened (not a planned one)."""
 
     attempt: int
-    signals: tuple[str, ...]  # ("SIGKILL",) or ("SIGTERM",) or ("SIGTERM", "SIGKILL")
+    signals: tuple[str, ...]  # ("SIGKILL",), ("SIGTERM",), ("SIGTERM", "SIGKILL"), or () gone on the notice
     step: int | None  # the last step the job had reported when the first signal went out
     in_save: bool  # the signal went out while a save was being written
     write: str | None  # what was being written: an object name or a path under the checkpoint location

@@ -51,6 +51,7 @@ from spotsim.preemption import (
     parse_kill_points,
     parse_schedule,
 )
+from spotsim.preemption.providers import DEFAULT_PROVIDER, PROVIDERS, Provider
 
 KEEP_EVERY_CHECKPOINT = "1000000"  # so a divergence can be located checkpoint by checkpoint
 # Kinds of state a resume needs, as TorchState/TFState name them; absent ones are reported.
@@ -77,7 +78,7 @@ class VerifyConfig:
     bucket: str | None = None
     interval_s: float | None = None  # real seconds; with interval_steps None too, chosen from the reference
     interval_steps: int | None = None
-    grace_s: float = 30.0
+    provider: Provider = PROVIDERS[DEFAULT_PROVIDER]
     kill_plans: tuple[str, ...] = ()  # given kill points per run ("120,480:save"), instead of drawn ones
     attempt_timeout_s: float | None = None  # default: REFERENCE_TIMEOUT_S, then a multiple of the reference
     local_disk: str = "wipe"
@@ -112,7 +113,7 @@ class VerifyConfig:
         return RunConfig(
             command=self.command, out=self.out / name, schedule=schedule,
             interval_s=interval_s, interval_steps=self.interval_steps,
-            kill=self.kill, grace_s=self.grace_s, seed=self.seed, max_crashes=1,
+            kill=self.kill, provider=self.provider, seed=self.seed, max_crashes=1,
             attempt_timeout_s=timeout_s, local_disk=self.local_disk, step_event_interval_s=0.0,
             time_scale=self.scale.k if self.scale else 1.0,
         )  # fmt: skip

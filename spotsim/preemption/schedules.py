@@ -46,6 +46,7 @@ class Lifetime:
     capacity_wait_s: float = 0.0
     at_step: int | None = None
     in_save: bool = False  # preempt inside the first save that starts from ``at_step`` on
+    hard_stop: bool = False  # the provider's uptime cap, not the schedule, ends this VM
 
 
 class Schedule(ABC):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from spotsim.harness.runlog import AttemptRecord
 
-
 MAX_POINTS = 400  # step events drawn per attempt
 
 
@@ -40,6 +39,11 @@ def plot_timeline(
                    edgecolors="black", linewidths=0.4, zorder=3)  # fmt: skip
         for t, name in a.signals:
             ax.axvline(x(t), color="red", lw=1, ls="-" if name == "SIGKILL" else ":")
+        for t, mark in ((a.rebalance_t, "grey"), (a.notice_t, "darkorange")):
+            if t is not None:
+                ax.axvline(x(t), color=mark, lw=1, ls="--")
+        if a.notice_seen_t is not None:
+            ax.scatter([x(a.notice_seen_t)], [a.last_step], marker="v", s=25, color="darkorange", zorder=4)
         if (record := lost.get(a.attempt)) is not None:
             ax.axhspan(record["resumed_step"], record["last_step"], xmin=0, xmax=1, color="red", alpha=0.06)
             ax.annotate(f"lost {record['lost_steps']}", (x(a.exit_t or a.launch_t), record["last_step"]),
@@ -53,8 +57,9 @@ def plot_timeline(
         text = "\n".join(lines).replace("$", r"\$")  # a bare $ starts matplotlib's math mode
         ax.text(1.01, 1.0, text, transform=ax.transAxes, fontsize=7, va="top", family="monospace")
     fig.text(
-        0.01, 0.01, "dots: checkpoints · red solid: SIGKILL · red dotted: SIGTERM · shaded: lost steps", fontsize=7
-    )
+        0.01, 0.01, "dots: checkpoints · orange dashed: metadata notice (▼ the job saw it) · grey dashed: rebalance "
+        "recommendation · red dotted: SIGTERM · red solid: SIGKILL · shaded: lost steps", fontsize=7,
+    )  # fmt: skip
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

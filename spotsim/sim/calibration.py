@@ -60,12 +60,12 @@ class Calibration:
         )
 
     def job(self, *, work_s: float | None = None, restart_delay_s: float = 0.0, grace_s: float = 0.0,
-            sigkill_fraction: float = 1.0) -> Job:  # fmt: skip
+            sigkill_fraction: float = 1.0, max_uptime_s: float | None = None) -> Job:  # fmt: skip
         """The simulator's job for these costs, over ``work_s`` (default: the work the runs did)."""
         return Job(
             work_s=work_s or self.work_s, checkpoint_s=self.checkpoint_s, persist_s=self.persist_s,
             restart_s=self.restart_s, restart_delay_s=restart_delay_s, step_s=self.step_s, grace_s=grace_s,
-            sigkill_fraction=sigkill_fraction, startup_s=self.startup_s,
+            sigkill_fraction=sigkill_fraction, startup_s=self.startup_s, max_uptime_s=max_uptime_s,
         )  # fmt: skip
 
 

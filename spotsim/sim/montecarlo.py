@@ -9,7 +9,8 @@ lost, the next VM comes after the restart delay D (billed: booting) plus any
 capacity wait (unbilled), and the job spends R restoring before it computes
 again (a VM can die during R too). A SIGTERM preemption gives ``grace_s`` of
 notice: when C fits in it, the job saves an emergency checkpoint and loses
-nothing.
+nothing. A provider's uptime cap (``max_uptime_s``) ends every VM that lives
+longer.
 
 Vectorisation: one loop iteration per VM lifetime, not per segment: the
 number of whole segments a lifetime holds is computed in closed form, so the
@@ -56,8 +57,11 @@ class Job:
     grace_s: float = 0.0
     sigkill_fraction: float = 1.0  # share of preemptions without notice
     startup_s: float = 0.0  # the first attempt's time to its first step (imports, data, model)
+    max_uptime_s: float | None = None  # every VM stops at this uptime (a legacy preemptible VM: 24 h)
 
     def __post_init__(self) -> None:
+        if self.max_uptime_s is not None and not (np.isfinite(self.max_uptime_s) and self.max_uptime_s > 0):
+            raise InvalidOption(f"max uptime must be > 0 seconds, got {self.max_uptime_s}")
         for name in ("work_s", "checkpoint_s", "step_s", "persist_s", "restart_s", "restart_delay_s", "grace_s",
                      "startup_s"):  # fmt: skip
             value, positive = getattr(self, name), name in ("work_s", "checkpoint_s", "step_s")
@@ -122,6 +126,8 @@ def simulate(
                 "use shorter intervals, a lower preemption rate or less work"
             )
         life, wait = schedule.draw(rng, used[idx])
+        if job.max_uptime_s is not None:
+            life = np.minimum(life, job.max_uptime_s)
         used[idx] += 1
         finished, died = _one_lifetime(job, tau_all[idx], left_all[idx], restarting, life, rng)
         wall[idx] += np.where(finished.done, finished.wall, life + job.restart_delay_s + wait)

@@ -166,7 +166,7 @@ def main(args: argparse.Namespace, build: Callable[[argparse.Namespace], Job], *
     """Run a workload under the contract; return the process exit status."""
     _configure_logging(name)
     try:
-        with PreemptionWatcher() as watcher, open_manager(framework) as manager:
+        with PreemptionWatcher(approve=True) as watcher, open_manager(framework) as manager:
             job = build(args)
             return train(job, manager, watcher, args)
     except SpotsimError as e:
@@ -189,6 +189,7 @@ def train(job: Job, manager: CheckpointManager, watcher: PreemptionWatcher, args
         if watcher.preempted:
             manager.save(step, job.state(), kind="emergency", metadata=_metadata(job, step, loss))
             log.warning("preemption notice (%s): saved an emergency checkpoint at step %d", watcher.reason, step)
+            watcher.approve()  # Azure: evict now rather than at NotBefore (elsewhere a no-op)
             return 0
         # The last step gets the final checkpoint below instead of a periodic one.
         if step < args.steps and manager.should_save(step):
