@@ -35,6 +35,16 @@ AWS_METADATA_BASE = REAL_BASES["aws"]
 AZURE_METADATA_BASE = REAL_BASES["azure"]
 GCE_PREEMPTED_PATH = gce.ROOT + gce.PREEMPTED
 AWS_ACTION_PATH = aws.META + aws.INSTANCE_ACTION
+MIN_POLL_S = 0.02  # at a high K, polls stay this far apart: each one is a request in the run log
+
+
+def _on_the_run_clock(poll_interval_s: float) -> float:
+    """The real seconds between polls: ``poll_interval_s`` of the run's simulated time under the harness."""
+    try:
+        k = float(os.environ.get("SPOTSIM_TIME_SCALE") or 1.0)
+    except ValueError:
+        k = 1.0
+    return poll_interval_s if k <= 1.0 else max(min(MIN_POLL_S, poll_interval_s), poll_interval_s / k)
 
 
 class PreemptionWatcher:
@@ -49,7 +59,9 @@ class PreemptionWatcher:
             or ``"azure"`` to watch that cloud's real address. None: signals only.
         gce_base, aws_base, azure_base: explicit metadata server base URLs; any of them replaces ``cloud``.
         poll_interval_s: seconds between polls (AWS, Azure), and before retrying a failed GCE long-poll. AWS
-            recommends 5 s and Azure 1 s; the default 1 s keeps up with the harness's compressed clock.
+            recommends 5 s and Azure 1 s. Under the harness they are simulated seconds: divided by the run's
+            ``SPOTSIM_TIME_SCALE`` K (no faster than every :data:`MIN_POLL_S`), as a loop polling every second
+            on the VM would be seen on the compressed clock.
         approve: Azure only: let :meth:`approve` approve the Preempt event (off by default, as approving ends the VM).
         events: where to log the notice (default ``SPOTSIM_EVENTS`` if set).
 
@@ -80,7 +92,7 @@ class PreemptionWatcher:
         self.signals = signals
         explicit = {"gce": gce_base, "aws": aws_base, "azure": azure_base}
         self.sources = {c: b for c, b in explicit.items() if b} or discover(cloud, os.environ)
-        self.poll_interval_s = poll_interval_s
+        self.poll_interval_s = _on_the_run_clock(poll_interval_s)
         self.events = events if events is not None else EventLog.from_env()
         self.reason: str | None = None
         self.noticed_at: float | None = None

@@ -102,6 +102,7 @@ def _contract_env(config: RunConfig, uri: str) -> dict[str, str]:
         "SPOTSIM_CHECKPOINT_URI": uri,
         "SPOTSIM_OUTPUT_DIR": str((config.out / "output").absolute()),
         "SPOTSIM_STEP_EVENT_INTERVAL": repr(config.step_event_real_s),
+        "SPOTSIM_TIME_SCALE": repr(config.time_scale),  # K: a job may poll on the simulated clock
     }
     if config.real_interval_s is not None:
         env["SPOTSIM_CHECKPOINT_INTERVAL"] = repr(config.real_interval_s)

@@ -153,7 +153,7 @@ class AttemptRecord:
     notice_t: float | None = None  # the provider's notice went out (metadata), t0 of a noticed preemption
     notice_seen_t: float | None = None  # the job's first metadata request whose answer carried the notice
     rebalance_t: float | None = None  # AWS's rebalance recommendation went out
-    metadata_requests: int = 0
+    metadata_times: list[float] = field(default_factory=list)  # the job's requests to the metadata server
     hard_stop: bool = False  # the provider's uptime cap ended this VM
     malformed: list[str] = field(default_factory=list)  # job events that broke the contract
     stops: list[str] = field(default_factory=list)  # why the harness stopped it other than a preemption
@@ -171,6 +171,10 @@ class AttemptRecord:
         """The highest step this attempt reported (step, checkpoint and done events all report one)."""
         reported = [s for _, s in self.steps] + [c["step"] for c in self.checkpoints if isinstance(c.get("step"), int)]
         return max([self.first_step, *reported, *([self.done_step] if isinstance(self.done_step, int) else [])])
+
+    @property
+    def metadata_requests(self) -> int:
+        return len(self.metadata_times)
 
     @property
     def first_progress_t(self) -> float | None:
@@ -213,7 +217,7 @@ def split_attempts(events: list[dict]) -> list[AttemptRecord]:
         elif kind == "rebalance":
             current.rebalance_t = current.rebalance_t or t
         elif kind == "metadata_request":
-            current.metadata_requests += 1
+            current.metadata_times.append(t)
             if e.get("notice") and current.notice_t is not None and current.notice_seen_t is None:
                 current.notice_seen_t = t
         elif kind == "malformed":

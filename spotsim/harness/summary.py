@@ -191,10 +191,31 @@ def _warnings(
                 f"steps ran at {stood_for / config.work_s:.0%} of the measured time (a busy machine?); the figures "
                 "and the projection are for what it did"
             )
+    if line := _missed_notices(config, attempts):
+        found.append(line)
     if config.time_scale != 1 and attempts and not any(a.started or a.steps for a in attempts):
         found.append("the job reported no start or step events: its compute could not be told from its start-up, "
                      "so nothing was compressed by K")  # fmt: skip
     return found
+
+
+def _missed_notices(config: RunConfig, attempts: list[AttemptRecord]) -> str | None:
+    """A job that polls the metadata server every P real seconds cannot see a notice that lasts less than P
+    here, though on the VM (where the notice is K times longer) it would."""
+    lead_real = config.provider.notice_s / config.time_scale
+    missed = [a for a in attempts if a.notice_t is not None and a.notice_seen_t is None and len(a.metadata_times) > 1]
+    if not missed or not lead_real:
+        return None
+    gaps = [b - a for x in missed for a, b in zip(x.metadata_times, x.metadata_times[1:])]
+    poll = statistics.median(gaps)
+    if poll <= lead_real:
+        return None
+    return (
+        f"the job polls the metadata server every {poll:.2g} s real, but at K = {config.time_scale:,.4g} the "
+        f"{config.provider.notice_s:g} s notice lasts {lead_real:.2g} s real: it missed {len(missed)} notice(s) "
+        f"that it would see on the VM; poll on the simulated clock (SPOTSIM_TIME_SCALE) or lower K to "
+        f"{config.provider.notice_s / poll:.3g}"
+    )
 
 
 def _next_started(attempts: list[AttemptRecord], i: int) -> AttemptRecord | None:
