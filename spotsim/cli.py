@@ -140,6 +140,11 @@ def run(
     bucket: Optional[str] = typer.Option(
         None, help="Checkpoint here (gs://… or file:///…) instead of the embedded emulator."
     ),
+    storage_faults: Optional[str] = typer.Option(
+        None,
+        help="The bucket fails too: none | flaky | slow | outage | hostile, or latency=50ms,bandwidth=20MB/s,"
+        "503=0.05,429=0.02,reset=0.01,outage=START+LENGTH,seed=N (embedded emulator only; times simulated).",
+    ),
     seed: int = typer.Option(0, help="Seed of the preemption draws."),
     max_preemptions: Optional[int] = typer.Option(None, help="Stop preempting after N preemptions."),
     max_crashes: int = typer.Option(3, help="Give up after N crashes (exits the harness did not cause)."),
@@ -180,7 +185,8 @@ def run(
     if export_kind and export_kind not in EXPORT_KINDS:
         raise InvalidOption(f"--export-plan: unknown kind {export_kind!r}; choose one of {', '.join(EXPORT_KINDS)}")
     signal.signal(signal.SIGTERM, _interrupt)  # a kill of the harness ends the job and the emulator too
-    outcome = _run_with_progress(config, chosen, bucket, job.total_steps)
+    faults = _storage_faults(storage_faults, bucket)
+    outcome = _run_with_progress(config, chosen, bucket, job.total_steps, faults)
     _print_summary(outcome.summary, outcome.out)
     if export_kind:
         _export(export_kind, Path(export_dir).absolute(), config, outcome)
@@ -531,6 +537,17 @@ def _job(args: list[str], workload: str | None, steps: int | None, command_for) 
     return _Job(tuple(command_for(workload or "torch-cnn", ["--steps", str(total)])), total, True, steps is not None)
 
 
+def _storage_faults(text: str | None, bucket: str | None):
+    """``--storage-faults``, checked before anything starts."""
+    if text is None:
+        return None
+    from spotsim.storage.faults import FaultSpec
+
+    if bucket is not None:
+        raise InvalidOption("--storage-faults needs the embedded emulator: drop --bucket")
+    return FaultSpec.parse(text)
+
+
 def _export(kind: str, directory: Path, config, outcome) -> None:
     """Write the replay of the run's first preemptions, or say why there is none."""
     from spotsim.export_plan import export_plan
@@ -584,7 +601,7 @@ def _clock_options(work: str | None, startup: str | None, time_scale: float | No
     }  # fmt: skip
 
 
-def _run_with_progress(config, machine, bucket, total_steps):
+def _run_with_progress(config, machine, bucket, total_steps, storage_faults=None):
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from spotsim.harness import run_live
@@ -603,7 +620,9 @@ def _run_with_progress(config, machine, bucket, total_steps):
             bar.console.print(f"clock: {scale.note}", highlight=False)
             bar.update(task, total=scale.steps)
 
-        return run_live(config, machine, bucket=bucket, on_progress=show, on_scale=chosen)
+        return run_live(
+            config, machine, bucket=bucket, storage_faults=storage_faults, on_progress=show, on_scale=chosen
+        )
 
 
 def _print_verdict(verdict, out: Path) -> None:
@@ -667,6 +686,24 @@ def _met(preemption: dict) -> str:
     return "; ".join(parts)
 
 
+def _storage_rows(storage: dict) -> list[tuple[str, str]]:
+    """The bucket's failures and what the job's saves made of them, when there were any."""
+    if not (
+        storage.get("faults") or storage.get("emulator_outages") or storage.get("failed") or storage.get("skipped")
+    ):
+        return []
+    injected = ", ".join(f"{n} × {kind}" for kind, n in storage["injected"].items()) or "none"
+    rows = [
+        ("storage faults", f"{storage['faults'] or 'none asked'}: injected {injected}"),
+        ("saves retried / skipped / failed",
+         f"{storage['retried']} ({storage['retries']} retries) / {storage['skipped']} / {storage['failed']}"),
+    ]  # fmt: skip
+    if outages := storage["emulator_outages"]:
+        down = sum(o.get("down_s") or 0.0 for o in outages)
+        rows.append(("emulator outages", f"{len(outages)}, restarted each time ({down:.1f} s real down)"))
+    return rows
+
+
 def _notice_rows(interruptions: list[dict]) -> list[tuple[str, str]]:
     """Noticed preemptions: one row each when a few, else one row counting the emergency saves before the kill."""
     noticed = [x for x in interruptions if "emergency_before_kill" in x]
@@ -712,6 +749,7 @@ def _print_summary(summary: dict, out: Path) -> None:
         ("clock: real → simulated", _phases(summary["clock"]["phases"])),
     ]
     rows += _notice_rows(summary["interruptions"])
+    rows += _storage_rows(summary.get("storage") or {})
     rows += [("[yellow]warning[/yellow]", text) for text in summary.get("warnings", [])]
     rows += [("[red]anomaly[/red]", text) for text in summary["anomalies"]]
     for name, value in rows:

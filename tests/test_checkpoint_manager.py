@@ -11,7 +11,7 @@ import pytest
 
 from spotsim import CheckpointManager
 from spotsim.checkpoint.manifest import manifest_key, step_prefix
-from spotsim.errors import CheckpointError, CorruptCheckpoint
+from spotsim.errors import CheckpointError, CorruptCheckpoint, StoreUnavailable
 from spotsim.storage import open_store
 
 
@@ -96,6 +96,39 @@ def test_failed_save_keeps_the_previous_checkpoint_and_raises_once(checkpoint_ta
         assert_state(m.restore_latest().state, 1)
 
 
+@pytest.mark.parametrize("async_save", [True, False])
+def test_a_periodic_save_the_store_cannot_take_is_skipped_and_training_goes_on(
+    checkpoint_target, tmp_path, monkeypatch, async_save
+):
+    events = tmp_path / "events.jsonl"
+    with manager(checkpoint_target, keep=1, async_save=async_save, events=events) as m:
+        m.save(1, state_for(1))
+        m.wait()
+
+        def unreachable(key, data):
+            raise StoreUnavailable("cannot reach the bucket: 503 after retries")
+
+        monkeypatch.setattr(m.store, "put_bytes", unreachable)  # fault injection into a real store
+        m.save(2, state_for(2))
+        m.wait()  # nothing raised: the save was skipped
+        with pytest.raises(StoreUnavailable):
+            m.save(3, state_for(3), kind="emergency")  # the caller of an emergency save must know
+        monkeypatch.undo()
+        assert m.steps() == [1] and m.store.list(step_prefix(2)) == []  # nothing committed was deleted
+        m.save(4, state_for(4))  # the next periodic save succeeds
+        m.wait()
+        assert m.steps() == [4]
+        assert [(f.step, f.kind, f.skipped) for f in m.failures] == [(2, "periodic", True), (3, "emergency", False)]
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    failed = [e for e in lines if e["event"] == "checkpoint_failed"]
+    assert [(e["step"], e["kind"], e["skipped"], e["retries"]) for e in failed] == [
+        (2, "periodic", True, 0),
+        (3, "emergency", False, 0),
+    ]
+    assert "503 after retries" in failed[0]["error"]
+    assert [(e["step"], e["retries"]) for e in lines if e["event"] == "checkpoint"] == [(1, 0), (4, 0)]
+
+
 def test_emergency_save_waits_for_the_inflight_persist(checkpoint_target):
     with manager(checkpoint_target, keep=3) as m:
         m.save(1, state_for(1))
@@ -125,8 +158,12 @@ def test_should_save_by_steps_and_time(checkpoint_target, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"keep": 0}, {"interval_s": 0}, {"interval_s": float("nan")}, {"interval_steps": 0}, {"layout": "zip"}]
-)
+    "kwargs",
+    [
+        {"keep": 0}, {"interval_s": 0}, {"interval_s": float("nan")}, {"interval_steps": 0}, {"layout": "zip"},
+        {"save_deadline_s": -1}, {"save_deadline_s": float("inf")},
+    ],
+)  # fmt: skip
 def test_bad_options(tmp_path, kwargs):
     with pytest.raises(ValueError):
         CheckpointManager(tmp_path.as_uri(), **kwargs)

@@ -177,6 +177,8 @@ BAD_INPUT = {
     "unknown provider": ["--interval", "60", "--provider", "gcp"],
     "rebalance lead on gcp": ["--interval", "60", "--rebalance-lead", "1m"],
     "bad export kind": ["--interval", "60", "--export-plan", "ibm", "plan"],
+    "bad storage faults": ["--interval", "60", "--storage-faults", "503=2"],
+    "storage faults on a user bucket": ["--interval", "60", "--storage-faults", "flaky", "--bucket", "file:///tmp/x"],
     "negative seed": ["--interval", "60", "--seed", "-1"],
     "zero max crashes": ["--interval", "60", "--max-crashes", "0"],
     "bad local disk": ["--interval", "60", "--local-disk", "maybe"],

@@ -5,10 +5,14 @@ the payload objects under a fresh save id, then creates the step's manifest
 with ``create_if_absent``. That one call is the commit; a process killed at
 any instant before it leaves nothing a restore would trust, and one killed
 after it leaves a complete checkpoint.
+
+When the bucket fails, training goes on: see :class:`CheckpointManager` for
+which saves are skipped (``checkpoint_failed`` events) and which raise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -29,7 +33,7 @@ from spotsim.checkpoint.manifest import (
     step_of,
     step_prefix,
 )
-from spotsim.errors import CheckpointError, CorruptCheckpoint, ObjectNotFound
+from spotsim.errors import CheckpointError, CorruptCheckpoint, ObjectNotFound, SpotsimError
 from spotsim.events import EventLog
 from spotsim.storage import Store, open_store
 from spotsim.storage.crc import crc32c_of, to_b64
@@ -53,6 +57,18 @@ class SaveStats:
     persist_s: float
     bytes: int
     committed: bool
+    retries: int = 0  # transient store failures retried during this save
+
+
+@dataclass(frozen=True)
+class SaveFailure:
+    """A save that did not commit: ``skipped`` if training went on without it, else it was raised."""
+
+    step: int
+    kind: str
+    error: str
+    retries: int
+    skipped: bool
 
 
 class CheckpointManager:
@@ -67,6 +83,20 @@ class CheckpointManager:
         events: where to append contract events; default ``SPOTSIM_EVENTS`` if set.
         framework: recorded in manifests ("torch", "tensorflow", "numpy"…).
         store_options: passed to :func:`spotsim.storage.open_store`.
+        save_deadline_s: how long one save may keep retrying a failing bucket, from the start
+            of its persist (None: as the store's own policy allows, a minute per request).
+
+    When the bucket fails: the store retries transient failures (429, 5xx, resets), and the
+    ``checkpoint`` event counts them in ``retries``. A *periodic* save the bucket still refuses
+    when ``save_deadline_s`` is up is skipped: a warning, a ``checkpoint_failed`` event (step,
+    kind, error, retries, skipped) and a :attr:`failures` entry, and training goes on; the next
+    periodic save tries again. A periodic save due while the previous one is still retrying is
+    skipped the same way rather than waiting for it (a healthy one in flight is waited for, as
+    always). Emergency, final and manual saves that fail emit ``checkpoint_failed``, then raise:
+    their caller must know (an emergency save has a grace period to fit in, so the deadline
+    bounds it too). Errors other than the bucket being unreachable (a refusal, a full disk)
+    raise for every kind. A failed save deletes nothing: retention runs only after a commit,
+    and a payload without its manifest is never restored.
     """
 
     def __init__(
@@ -81,14 +111,18 @@ class CheckpointManager:
         events: EventLog | str | os.PathLike[str] | None = None,
         framework: str = "unknown",
         store_options: dict | None = None,
+        save_deadline_s: float | None = 30.0,
     ) -> None:
-        _check_options(keep, interval_s, interval_steps, layout)
+        _check_options(keep, interval_s, interval_steps, layout, save_deadline_s)
+        self.save_deadline_s = save_deadline_s
         self.keep, self.interval_s, self.interval_steps = keep, interval_s, interval_steps
         self.async_save, self.layout, self.framework = async_save, layout, framework
         self.store: Store = open_store(uri, **(store_options or {}))
         self.events = EventLog(events) if isinstance(events, (str, os.PathLike)) else (events or EventLog.from_env())
         self.saves: list[SaveStats] = []
+        self.failures: list[SaveFailure] = []
         self._persist_thread: threading.Thread | None = None
+        self._in_flight: tuple[int, int] | None = None  # (step, store retries when it started)
         self._background_error: BaseException | None = None
         self._last_save_time = time.monotonic()
         self._last_save_step: int | None = None
@@ -140,7 +174,8 @@ class CheckpointManager:
         With ``async_save`` only the snapshot (a copy into host memory) and any
         wait for the previous persist block the caller; an ``emergency`` or
         ``final`` save persists before returning. A background failure of an
-        earlier save is raised here (or from :meth:`wait`), once.
+        earlier save is raised here (or from :meth:`wait`), once; one of a bucket
+        that stayed unreachable is not (see the class docstring).
         """
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -148,6 +183,10 @@ class CheckpointManager:
         self._announce_start(None)
         if self.events:
             self.events.step(step, force=True)
+        if kind == "periodic" and (stuck := self._retrying_step()) is not None:
+            self._last_save_time, self._last_save_step = time.monotonic(), step  # the next one is due an interval on
+            self._fail(step, kind, f"the save of step {stuck} is still retrying a failing store", 0, skipped=True)
+            return
         self.wait()  # at most one persist in flight; waiting for it is blocking time
         packed = tree.pack(state, archive=self.layout == "archive", recycle=self._spare_buffers)
         self._spare_buffers = []
@@ -158,6 +197,7 @@ class CheckpointManager:
             self._persist_thread = threading.Thread(
                 target=self._persist_in_background, args=job, name=f"spotsim-persist-{step}", daemon=True
             )
+            self._in_flight = (step, self._store_retries())
             self._persist_thread.start()
         else:
             self._persist(*job, blocking_started=start)
@@ -166,7 +206,7 @@ class CheckpointManager:
         """Block until the in-flight persist ends; re-raise its error, once."""
         if self._persist_thread is not None:
             self._persist_thread.join()
-            self._persist_thread = None
+            self._persist_thread = self._in_flight = None
         if self._background_error is not None:
             error, self._background_error = self._background_error, None
             raise CheckpointError(f"a background checkpoint save failed: {error}") from error
@@ -211,13 +251,53 @@ class CheckpointManager:
     def _persist(
         self, step: int, packed: tree.Packed, kind: str, metadata: dict, snapshot_s: float, *, blocking_started
     ) -> None:
+        retries_before = self._store_retries()
         try:
-            self._upload_and_commit(step, packed, kind, metadata, snapshot_s, blocking_started)
+            with self._retry_deadline():
+                self._upload_and_commit(step, packed, kind, metadata, snapshot_s, blocking_started, retries_before)
+        except Exception as e:
+            skipped = kind == "periodic" and isinstance(e, (ConnectionError, TimeoutError))  # unreachable, retried
+            self._fail(step, kind, str(e), self._store_retries() - retries_before, skipped=skipped)
+            if not skipped:
+                raise
         finally:
             self._spare_buffers = packed.buffers()  # persisted or failed: the next snapshot may refill them
 
+    def _fail(self, step: int, kind: str, error: str, retries: int, *, skipped: bool) -> None:
+        """Record a save that did not commit: a warning, a ``checkpoint_failed`` event, a :attr:`failures` entry."""
+        error = " ".join(error.split())[:300]
+        self.failures.append(SaveFailure(step, kind, error, retries, skipped))
+        then = "; training goes on without it" if skipped else ""
+        log.warning("checkpoint of step %d (%s) failed after %d retries%s: %s", step, kind, retries, then, error)
+        if self.events:
+            self.events.emit("checkpoint_failed", step=step, kind=kind, error=error, retries=retries, skipped=skipped)
+
+    def _store_retries(self) -> int:
+        return getattr(self.store, "retries", 0)  # stores that retry (gs://) count; a local disk does not retry
+
+    def _retrying_step(self) -> int | None:
+        """The step of the persist in flight if it has met transient failures since it started."""
+        if self._in_flight is None or self._persist_thread is None or not self._persist_thread.is_alive():
+            return None
+        step, retries_at_start = self._in_flight
+        return step if self._store_retries() > retries_at_start else None
+
+    def _retry_deadline(self) -> contextlib.AbstractContextManager:
+        """Bound a save's retrying by ``save_deadline_s`` on stores that retry."""
+        deadline = getattr(self.store, "deadline", None)
+        if self.save_deadline_s is None or deadline is None:
+            return contextlib.nullcontext()
+        return deadline(self.save_deadline_s)
+
     def _upload_and_commit(
-        self, step: int, packed: tree.Packed, kind: str, metadata: dict, snapshot_s: float, blocking_started
+        self,
+        step: int,
+        packed: tree.Packed,
+        kind: str,
+        metadata: dict,
+        snapshot_s: float,
+        blocking_started: float | None,
+        retries_before: int,
     ) -> None:
         start = time.perf_counter()
         if self.store.exists(manifest_key(step)):
@@ -238,10 +318,14 @@ class CheckpointManager:
             log.warning("another save committed step %d first; discarding this one", step)
         persisted = time.perf_counter()
         at_commit = SaveStats(
-            step, kind, self._blocking(blocking_started, snapshot_s), persisted - start, packed.nbytes, committed
-        )
+            step, kind, self._blocking(blocking_started, snapshot_s), persisted - start, packed.nbytes, committed,
+            self._store_retries() - retries_before,
+        )  # fmt: skip
         self._emit_checkpoint(at_commit)  # now: a kill during retention must not hide this commit from the harness
-        self._collect_garbage()
+        try:
+            self._collect_garbage()
+        except (SpotsimError, OSError) as e:  # the step is committed all the same; the next save's retention catches up
+            log.warning("retention after step %d failed, to be retried after the next save: %s", step, e)
         # A synchronous save held the caller through retention too.
         self.saves.append(replace(at_commit, blocking_s=self._blocking(blocking_started, snapshot_s)))
 
@@ -253,7 +337,7 @@ class CheckpointManager:
         if self.events and stats.committed:
             self.events.emit(
                 "checkpoint", step=stats.step, kind=stats.kind, blocking_s=round(stats.blocking_s, 6),
-                persist_s=round(stats.persist_s, 6), bytes=stats.bytes,
+                persist_s=round(stats.persist_s, 6), bytes=stats.bytes, retries=stats.retries,
             )  # fmt: skip
 
     # -- restore ------------------------------------------------------------
@@ -324,7 +408,9 @@ class CheckpointManager:
         return referenced
 
 
-def _check_options(keep: int, interval_s: float | None, interval_steps: int | None, layout: str) -> None:
+def _check_options(
+    keep: int, interval_s: float | None, interval_steps: int | None, layout: str, save_deadline_s: float | None = None
+) -> None:
     if not isinstance(keep, int) or keep < 1:
         raise ValueError(f"keep must be a whole number ≥ 1, got {keep!r}")
     if interval_s is not None and not (
@@ -335,6 +421,10 @@ def _check_options(keep: int, interval_s: float | None, interval_steps: int | No
         raise ValueError(f"interval_steps must be a whole number ≥ 1, got {interval_steps!r}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if save_deadline_s is not None and not (
+        isinstance(save_deadline_s, (int, float)) and math.isfinite(save_deadline_s) and save_deadline_s >= 0
+    ):
+        raise ValueError(f"save_deadline_s must be a number of seconds ≥ 0 or None, got {save_deadline_s!r}")
 
 
 def _version() -> str:

@@ -18,15 +18,16 @@ from spotsim.clock import Scale, choose_scale
 from spotsim.cost import Machine
 from spotsim.errors import InvalidOption, SpotsimError
 from spotsim.export_plan import LocalMeasurements, PlannedPreemption
+from spotsim.harness.bucket import EmbeddedBucket
 from spotsim.harness.config import RunConfig, check_command
 from spotsim.harness.probe import probe_job
 from spotsim.harness.runlog import read_events, split_attempts
 from spotsim.harness.runner import LiveRun, Progress
 from spotsim.harness.save_watch import SaveWatch
-from spotsim.harness.summary import projection_for, run_clock, summarize
+from spotsim.harness.summary import projection_for, run_clock, storage_summary, summarize
 from spotsim.storage import open_store
+from spotsim.storage.faults import FaultSpec
 
-DEFAULT_BUCKET = "spotsim-runs"
 LOCK_NAME = ".spotsim.lock"
 PROBE_EVENTS = "probe.events.jsonl"  # the job's events while it was measured for --work
 
@@ -47,6 +48,7 @@ def run_live(
     bucket: str | None = None,
     bucket_env: dict[str, str] | None = None,
     save_watch: SaveWatch | None = None,
+    storage_faults: FaultSpec | None = None,
     on_progress: Callable[[Progress], None] = lambda p: None,
     on_scale: Callable[[Scale], None] = lambda scale: None,
 ) -> RunOutcome:
@@ -55,19 +57,32 @@ def run_live(
 
     ``bucket_env`` is extra environment for the job (and the bucket check), e.g. the
     ``STORAGE_EMULATOR_HOST`` of an emulator the caller runs; ``save_watch`` sees saves
-    being written, for kill points inside a save. With ``config.work_s``, the job is first measured
-    (:mod:`spotsim.harness.probe`) and K chosen for it, then given to ``on_scale``."""
+    being written, for kill points inside a save. ``storage_faults`` puts a fault proxy between the job and
+    the embedded emulator (:mod:`spotsim.storage.faults`), whose outage windows run on the simulated clock.
+    With ``config.work_s``, the job is first measured (:mod:`spotsim.harness.probe`) and K chosen for it,
+    then given to ``on_scale``."""
     check_command(config.command)
     if any(config.schedule.in_save) and save_watch is None:
         raise InvalidOption("kill points inside a save (N:save) need a save watch: use them with spotsim verify")
-    with out_dir(config.out), _checkpoint_bucket(bucket, bucket_env or {}) as (uri, store_env):
+    if storage_faults is not None and bucket is not None:
+        raise InvalidOption("--storage-faults needs the embedded emulator: drop --bucket")
+    now = _SimNow()
+    with (
+        out_dir(config.out),
+        _checkpoint_bucket(bucket, bucket_env or {}, storage_faults, now) as (uri, store_env, own),
+    ):
         _clear_outputs(config.out)
         if config.needs_scale:
-            config = config.with_scale(probe_scale(config, os.environ | store_env, uri))
+            with own.faults_off() if own else contextlib.nullcontext():  # the probe measures the job, not faults
+                config = config.with_scale(probe_scale(config, os.environ | store_env, uri))
             on_scale(config.scale)
         env = os.environ | store_env | _contract_env(config, uri)
         with tempfile.TemporaryDirectory(prefix="spotsim-vm-disk-") as disk:
-            run = LiveRun(config, env, local_disk=Path(disk) / "local", save_watch=save_watch, on_progress=on_progress)
+            run = LiveRun(
+                config, env, local_disk=Path(disk) / "local", save_watch=save_watch, bucket=own,
+                on_progress=on_progress,
+            )  # fmt: skip
+            now.clock = run.run_clock
             started = time.monotonic()
             ends = run.run()
             wall_s = time.monotonic() - started
@@ -76,6 +91,7 @@ def run_live(
         summary = summarize(attempts, clock, config, machine, wall_s=wall_s) | {
             "run_id": run.run_id,
             "checkpoint_uri": uri,
+            "storage": storage_summary(attempts, storage_faults),
         }
         interrupted = bool(ends) and ends[-1].cause == "interrupted"
         summary["interrupted"] = interrupted
@@ -115,7 +131,7 @@ def measure_scale(config: RunConfig, *, bucket: str | None = None, bucket_env: d
     """Measure the job once and choose K for its ``--work``: for commands whose runs must share one K
     (verify compares runs bit for bit; a sweep compares them with each other)."""
     check_command(config.command)
-    with out_dir(config.out), _checkpoint_bucket(bucket, bucket_env or {}) as (uri, store_env):
+    with out_dir(config.out), _checkpoint_bucket(bucket, bucket_env or {}) as (uri, store_env, _):
         return probe_scale(config, os.environ | store_env, uri)
 
 
@@ -165,18 +181,27 @@ def out_dir(path: Path) -> Iterator[Path]:
         yield path
 
 
+class _SimNow:
+    """The run's simulated time, for the fault proxy's outage windows: 0 until the run starts."""
+
+    clock = None
+
+    def __call__(self) -> float:
+        return self.clock.sim_s(time.time()) if self.clock is not None else 0.0
+
+
 @contextlib.contextmanager
-def _checkpoint_bucket(bucket: str | None, env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
-    """(checkpoint URI, extra environment): the user's bucket checked for writing, or the embedded emulator."""
+def _checkpoint_bucket(
+    bucket: str | None, env: dict[str, str], faults: FaultSpec | None = None, clock: Callable[[], float] | None = None
+) -> Iterator[tuple[str, dict[str, str], EmbeddedBucket | None]]:
+    """(checkpoint URI, extra environment, the supervised embedded bucket or None): the user's bucket
+    checked for writing, or the embedded emulator (behind a fault proxy with ``faults``)."""
     if bucket is not None:
         check_writable(bucket, env)
-        yield bucket, env
+        yield bucket, env, None
         return
-    from spotsim.storage.emulator import FakeGcsServer, ensure_bucket
-
-    with tempfile.TemporaryDirectory(prefix="spotsim-bucket-") as root, FakeGcsServer(Path(root)) as emulator:
-        ensure_bucket(emulator.url, DEFAULT_BUCKET)  # a job using the plain client expects the bucket to exist
-        yield f"gs://{DEFAULT_BUCKET}/{uuid.uuid4().hex[:12]}", emulator.env() | env
+    with EmbeddedBucket(faults=faults, clock=clock) as own:
+        yield own.uri_prefix, own.env() | env, own
 
 
 def check_writable(bucket: str, env: dict[str, str]) -> None:

@@ -5,7 +5,8 @@ own events to ``attempts/attempt-N.events.jsonl`` (its ``SPOTSIM_EVENTS``);
 the harness reads that file as it grows (:class:`JobEventReader`), checks each
 event against the contract, and copies the valid ones into the run log next to
 its own (``run``, ``launch``, ``rebalance``, ``notice``, ``signal``,
-``metadata_request``, ``save_write``, ``exit``, ``restart_delay``). So a job
+``metadata_request``, ``storage_fault``, ``storage_outage``, ``save_write``,
+``exit``, ``restart_delay``). So a job
 that dies mid-line, or writes garbage, can never swallow or corrupt a harness
 event: job output is untrusted input, and a bad line becomes a ``malformed`` event that the summary lists as an anomaly.
 
@@ -154,6 +155,9 @@ class AttemptRecord:
     notice_seen_t: float | None = None  # the job's first metadata request whose answer carried the notice
     rebalance_t: float | None = None  # AWS's rebalance recommendation went out
     metadata_times: list[float] = field(default_factory=list)  # the job's requests to the metadata server
+    failed_saves: list[dict] = field(default_factory=list)  # the job's checkpoint_failed events
+    storage_faults: list[str] = field(default_factory=list)  # faults the proxy injected during the attempt
+    storage_outages: list[dict] = field(default_factory=list)  # the emulator died and was restarted
     hard_stop: bool = False  # the provider's uptime cap ended this VM
     malformed: list[str] = field(default_factory=list)  # job events that broke the contract
     stops: list[str] = field(default_factory=list)  # why the harness stopped it other than a preemption
@@ -220,6 +224,12 @@ def split_attempts(events: list[dict]) -> list[AttemptRecord]:
             current.metadata_times.append(t)
             if e.get("notice") and current.notice_t is not None and current.notice_seen_t is None:
                 current.notice_seen_t = t
+        elif kind == "checkpoint_failed":
+            current.failed_saves.append(e)
+        elif kind == "storage_fault":
+            current.storage_faults.append(str(e.get("fault", "?")))
+        elif kind == "storage_outage":
+            current.storage_outages.append(e)
         elif kind == "malformed":
             current.malformed.append(str(e.get("problem", "?")))
         elif kind == "stop":

@@ -44,6 +44,7 @@ import numpy as np
 from spotsim.clock import AttemptClock, RunClock
 from spotsim.errors import JobCrashed
 from spotsim.events import EventLog
+from spotsim.harness.bucket import EmbeddedBucket
 from spotsim.harness.config import RunConfig
 from spotsim.harness.runlog import JobEventReader, RunLogTail
 from spotsim.harness.save_watch import SaveWatch
@@ -86,7 +87,7 @@ class Eviction:
 @dataclass
 class AttemptEnd:
     attempt: int
-    cause: str  # "done" | "preempted" | "crash" | "timeout" | "interrupted"
+    cause: str  # "done" | "preempted" | "crash" | "timeout" | "storage_outage" | "interrupted"
     exit_code: int
     progressed: bool = True  # whether it computed a step beyond the one it resumed from
 
@@ -99,14 +100,16 @@ class LiveRun:
         env: the environment every attempt starts from (the contract's variables included).
         local_disk: the VM's local disk, given to each attempt as ``SPOTSIM_LOCAL_DIR`` and ``TMPDIR``.
         save_watch: sees saves being written, for kill points inside a save (``spotsim verify``).
+        bucket: the embedded bucket the harness runs, supervised: its outages and injected faults go into the
+            run log, and an attempt that dies while its emulator is down is not the job's crash.
     """
 
     def __init__(
         self, config: RunConfig, env: dict[str, str], *, local_disk: Path, save_watch: SaveWatch | None = None,
-        on_progress: Callable[[Progress], None] = lambda p: None,
+        bucket: EmbeddedBucket | None = None, on_progress: Callable[[Progress], None] = lambda p: None,
     ):  # fmt: skip
         self.config, self.base_env, self.on_progress = config, env, on_progress
-        self.local_disk, self.save_watch = local_disk, save_watch
+        self.local_disk, self.save_watch, self.bucket = local_disk, save_watch, bucket
         self.run_id = uuid.uuid4().hex[:12]
         self.run_log = EventLog(config.out / "events.jsonl")
         self.tail = RunLogTail()
@@ -139,7 +142,8 @@ class LiveRun:
                     self.ends.append(end)
                     if end.cause == "done" or self._give_up(end):
                         return self.ends
-                    self._restart_delay(attempt)
+                    if end.cause != "storage_outage":  # the VM is still there: only the job is relaunched
+                        self._restart_delay(attempt)
                     attempt += 1
         except KeyboardInterrupt:
             self._emit("interrupted", attempt=attempt)
@@ -240,6 +244,8 @@ class LiveRun:
         if eviction is not None:  # signalled, or gone on the metadata notice alone
             self.progress.preemptions += 1
             return AttemptEnd(attempt, "preempted", code, progressed)
+        if self.bucket is not None and self.bucket.overlaps(clock.launch_t, time.time()):
+            return AttemptEnd(attempt, "storage_outage", code, progressed)  # the harness's bucket died, not the job
         return AttemptEnd(attempt, "crash", code, progressed)
 
     def _poll_s(self, lifetime: Lifetime, clock: AttemptClock, eviction: Eviction | None) -> float:
@@ -425,6 +431,11 @@ class LiveRun:
             self.run_clock.apply(event)
         for problem in problems:
             self._emit("malformed", attempt=attempt, problem=problem)
+        if self.bucket is not None:
+            for event in self.bucket.check():  # a dead emulator is restarted on the same root and port
+                self._emit(event.pop("event"), attempt=attempt, **event)
+            for fault in self.bucket.drain_faults():
+                self._emit("storage_fault", attempt=attempt, **fault)
         while not self._requests.empty():  # the job's requests to the metadata server, in arrival order
             request = self._requests.get()
             self._emit("metadata_request", t=request.t, attempt=attempt, **request.to_event())

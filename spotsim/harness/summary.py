@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from dataclasses import asdict
 
 from spotsim.clock import AttemptClock, Clock, PhaseTime, RunClock, check_interval_bound
@@ -27,6 +28,7 @@ from spotsim.harness.config import RunConfig
 from spotsim.harness.runlog import AttemptRecord
 from spotsim.sim.calibration import Calibration
 from spotsim.sim.projection import project_run
+from spotsim.storage.faults import FaultSpec
 
 WORK_TOLERANCE = 0.10  # the work a run stood for may differ this much from --work before it is said
 
@@ -70,6 +72,7 @@ def summarize(
         "attempts": len(attempts),
         "preemptions": len(preemptions),
         "crashes": sum(1 for x in interruptions if x["cause"] in ("crash", "timeout")),
+        "storage_outages": sum(1 for x in interruptions if x["cause"] == "storage_outage"),
         "timeouts": sum(1 for x in interruptions if x["cause"] == "timeout"),
         "lost_steps": lost_steps,
         "lost_time_s": lost_steps * step_s if step_s else 0.0,
@@ -139,6 +142,31 @@ def projection_for(summary: dict, config: RunConfig) -> dict:
     if not summary["completed"]:
         notes.append("the live run did not finish: its figures are partial")
     return projected | {"notes": notes}
+
+
+def storage_summary(attempts: list[AttemptRecord], faults: FaultSpec | None) -> dict:
+    """How the bucket behaved, attempt by attempt: the faults injected, the emulator's outages, and the job's
+    saves that were retried, skipped or failed (from its ``checkpoint`` and ``checkpoint_failed`` events)."""
+    per_attempt = []
+    for a in attempts:
+        retried = sum(int(c.get("retries") or 0) > 0 for c in a.checkpoints) + sum(
+            int(f.get("retries") or 0) > 0 for f in a.failed_saves
+        )
+        per_attempt.append({
+            "attempt": a.attempt, "saves": len(a.checkpoints), "retried": retried,
+            "retries": sum(int(c.get("retries") or 0) for c in [*a.checkpoints, *a.failed_saves]),
+            "failed": sum(not f.get("skipped") for f in a.failed_saves),
+            "skipped": sum(bool(f.get("skipped")) for f in a.failed_saves),
+            "faults": dict(Counter(a.storage_faults)), "emulator_outages": len(a.storage_outages),
+        })  # fmt: skip
+    totals = {key: sum(p[key] for p in per_attempt) for key in ("saves", "retried", "retries", "failed", "skipped")}
+    return {
+        "faults": faults.describe() if faults is not None else None,
+        "injected": dict(sum((Counter(a.storage_faults) for a in attempts), Counter())),
+        "emulator_outages": [o for a in attempts for o in a.storage_outages],
+        **totals,
+        "attempts": per_attempt,
+    }
 
 
 def _clock(config: RunConfig, phases: dict[str, PhaseTime]) -> dict:
@@ -230,7 +258,7 @@ def _interruption(attempt: AttemptRecord, following: AttemptRecord | None, clock
     nothing: it loses 0 steps, and the attempt before it is charged against the
     next attempt that did start.
     """
-    if attempt.cause not in ("preempted", "crash", "timeout"):
+    if attempt.cause not in ("preempted", "crash", "timeout", "storage_outage"):
         return None
     resumed = following.first_step if following is not None else None
     first_signal = attempt.signals[0] if attempt.signals else None

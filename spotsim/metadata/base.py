@@ -17,7 +17,7 @@ class MetadataRequest:
     ``maintenance-event``), AWS ``instance-action``/``termination-time`` 200, an Azure document with a Preempt event.
     """
 
-    t: float  # time.time() when it arrived
+    t: float  # time.time() when it was answered (a long-poll: when the value flipped, or its timeout)
     cloud: str
     method: str
     path: str  # path and query as sent

@@ -126,9 +126,13 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         request = Request(t, self.command, parts.path or "/", query, self.headers, body)
         answer = self._answer(request)
-        # Reported before it is sent, so the log has the request before the job can act on the answer.
+        # Reported at the answer (a long-poll's comes when the value flips), before it is sent, so the log has
+        # the request before the job can act on the answer.
         state = self.server.state
-        self.server.report(MetadataRequest(t, state.cloud, self.command, self.path, answer.status, answer.notice))
+        answered = time.time()
+        self.server.report(
+            MetadataRequest(answered, state.cloud, self.command, self.path, answer.status, answer.notice)
+        )
         self._send(answer)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _handle  # noqa: N815 (http.server's names)

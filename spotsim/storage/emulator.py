@@ -148,6 +148,38 @@ class FakeGcsServer:
         self.process.wait()
         self.process = None
 
+    def alive(self) -> bool:
+        """Whether the server process is running (it may have died since :meth:`start`)."""
+        return self.process is not None and self.process.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The dead server's exit status (negative: the signal that killed it); None while it runs or if never run."""
+        return None if self.process is None else self.process.poll()
+
+    def restart(self, timeout: float = _READY_TIMEOUT_S) -> FakeGcsServer:
+        """Start the server again on the same root and port, and wait until it answers.
+
+        Objects committed before survive on the root. The port of a killed server can stay
+        taken for a moment (a socket not yet released), so binding is retried until ``timeout``.
+
+        Raises:
+            EmulatorError: the server cannot be started on that port within ``timeout`` s.
+        """
+        if not self.port:
+            raise EmulatorError("restart() needs an emulator that was started once (it reuses its port)")
+        self.stop()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.process = self._spawn()
+                self._wait_ready()
+                log.info("fake-gcs-server restarted: pid %d serving %s from %s", self.process.pid, self.url, self.root)
+                return self
+            except EmulatorError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
     def __enter__(self) -> FakeGcsServer:
         return self.start()
 

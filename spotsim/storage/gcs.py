@@ -14,14 +14,17 @@ link carries (measured here: ~30 MiB/s SDK upload vs ~200 MiB/s raw media POST).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import mmap
 import os
 import re
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,7 @@ from urllib.parse import quote, urlsplit
 import google.auth
 import requests
 from google.api_core import exceptions as api_exceptions
+from google.api_core.retry import Retry
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.auth.transport.requests import AuthorizedSession
@@ -47,7 +51,9 @@ from spotsim.errors import (
 )
 from spotsim.storage import crc
 from spotsim.storage.base import RESERVED_PREFIX, Store, empty_buffer
-from spotsim.storage.retry import OPEN_RETRY, TRANSFER_RETRY
+from spotsim.storage.retry import OPEN_TIMEOUT_S, TRANSFER_TIMEOUT_S, transfer_retry
+
+log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 GCS_ENDPOINT = "https://storage.googleapis.com"
@@ -140,6 +146,11 @@ class GCSStore(Store):
             application-default credentials.
         create_bucket: create a missing bucket; defaults to True only on an emulator.
         options: part size and parallelism for large objects.
+
+    Attributes:
+        retries: transient failures (429, 5xx, broken or refused connections) this store has
+            caught and retried, or given up on at the end of its retry budget. A caller that
+            reads it before and after an operation learns how hard the operation was.
     """
 
     scheme = "gs"
@@ -172,6 +183,10 @@ class GCSStore(Store):
         self._session.mount("https://", adapter)
         self._pool = ThreadPoolExecutor(self.options.workers, thread_name_prefix="spotsim-gcs")
         self._local = threading.local()
+        self.retries = 0
+        self._retries_lock = threading.Lock()
+        self._deadline: float | None = None
+        self._transfer_retry = transfer_retry(on_error=self._count_retry)
         try:
             self._open_bucket(self.emulated if create_bucket is None else create_bucket)
         except BaseException:
@@ -187,6 +202,31 @@ class GCSStore(Store):
         self._pool.shutdown(wait=True)
         self._session.close()
         self._client.close()
+
+    @contextlib.contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        """Stop retrying ``seconds`` from now, for every call on this store (from any thread) until exit.
+
+        A try under way is never cut short; a failure after the deadline is raised at once
+        (as :class:`StoreUnavailable` when transient). A checkpoint save uses this so an
+        outage costs it a bounded time, not a minute of retries per request.
+        """
+        previous, self._deadline = self._deadline, time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self._deadline = previous
+
+    def _retry(self) -> Retry:
+        """The transfer retry policy, cut to the deadline if one is set."""
+        if self._deadline is None:
+            return self._transfer_retry
+        return self._transfer_retry.with_timeout(max(0.0, min(TRANSFER_TIMEOUT_S, self._deadline - time.monotonic())))
+
+    def _count_retry(self, error: Exception) -> None:
+        with self._retries_lock:
+            self.retries += 1
+        log.debug("%s: transient failure, retrying: %s", self.uri, _one_line(str(error)))
 
     # -- primitives ---------------------------------------------------------
 
@@ -228,17 +268,17 @@ class GCSStore(Store):
     @_translated
     def _list(self, prefix: str) -> list[str]:
         start = len(self._prefix)
-        blobs = self._client.list_blobs(self._bucket, prefix=self._prefix + prefix, retry=TRANSFER_RETRY)
+        blobs = self._client.list_blobs(self._bucket, prefix=self._prefix + prefix, retry=self._retry())
         return [b.name[start:] for b in blobs if not b.name[start:].startswith(RESERVED_PREFIX)]
 
     @_translated
     def _exists(self, key: str) -> bool:
-        return self._bucket.blob(self._name(key)).exists(retry=TRANSFER_RETRY)
+        return self._bucket.blob(self._name(key)).exists(retry=self._retry())
 
     @_translated
     def _delete(self, key: str, missing_ok: bool) -> None:
         try:
-            self._bucket.blob(self._name(key)).delete(retry=TRANSFER_RETRY)
+            self._bucket.blob(self._name(key)).delete(retry=self._retry())
         except api_exceptions.NotFound:
             if not missing_ok:
                 raise
@@ -254,23 +294,26 @@ class GCSStore(Store):
             self._conditional_upload(name, data)
 
         try:
-            TRANSFER_RETRY(attempt)()
+            self._retry()(attempt)()
             return True
         except api_exceptions.PreconditionFailed:
             if tries == 1:
                 return False
             # An earlier try may have landed before its response was lost:
             # the object is ours if it holds exactly our bytes.
-            blob = self._bucket.get_blob(name, retry=TRANSFER_RETRY)
+            blob = self._bucket.get_blob(name, retry=self._retry())
             return blob is not None and blob.size == len(data) and blob.crc32c == _crc32c_b64(data)
 
     # -- maintenance --------------------------------------------------------
 
     def clean_partial_writes(self, older_than_s: float = 3600.0) -> int:
         cutoff = time.time() - older_than_s
-        blobs = self._client.list_blobs(self._bucket, prefix=self._prefix + _PARTS_DIR + "/", retry=TRANSFER_RETRY)
-        stale = [b.name for b in blobs if b.time_created is None or b.time_created.timestamp() <= cutoff]
-        self._delete_names(stale)
+        try:
+            blobs = self._client.list_blobs(self._bucket, prefix=self._prefix + _PARTS_DIR + "/", retry=self._retry())
+            stale = [b.name for b in blobs if b.time_created is None or b.time_created.timestamp() <= cutoff]
+            self._delete_names(stale)
+        except api_exceptions.RetryError as e:
+            raise StoreUnavailable(f"cannot reach {self.endpoint} for {self.uri}: {e.cause}") from e
         return len(stale)
 
     # -- transfers ----------------------------------------------------------
@@ -287,12 +330,12 @@ class GCSStore(Store):
         size = len(data)
         part = max(self.options.part_size, _ceil_to(-(-size // MAX_COMPOSE_SOURCES), 256 * 1024))
         if size <= part or not self._composite_uploads:
-            TRANSFER_RETRY(self._media_upload)(name, data)
+            self._retry()(self._media_upload)(name, data)
             return
         ranges = [(lo, min(lo + part, size)) for lo in range(0, size, part)]
         parts_dir = f"{self._prefix}{_PARTS_DIR}/{uuid.uuid4().hex}"
         part_names = [f"{parts_dir}/{i:05d}" for i in range(len(ranges))]
-        send = TRANSFER_RETRY(self._media_upload)
+        send = self._retry()(self._media_upload)
 
         def send_part(i: int) -> None:
             with data[ranges[i][0] : ranges[i][1]] as piece:
@@ -303,7 +346,7 @@ class GCSStore(Store):
             target = self._bucket.blob(name)
             target.content_type = "application/octet-stream"
             # compose is atomic: readers see the old object or the whole new one.
-            target.compose([self._bucket.blob(n) for n in part_names], retry=TRANSFER_RETRY)
+            target.compose([self._bucket.blob(n) for n in part_names], retry=self._retry())
             if target.crc32c != _crc32c_b64(data):
                 raise IntegrityError(f"composed object {name!r} does not match the bytes sent")
         finally:
@@ -351,7 +394,7 @@ class GCSStore(Store):
     def _download(self, name: str, open_sink):
         """Read object ``name`` into a sink made by ``open_sink(size)``; return the sink's result."""
         for _ in range(3):
-            blob = self._bucket.get_blob(name, retry=TRANSFER_RETRY)
+            blob = self._bucket.get_blob(name, retry=self._retry())
             if blob is None:
                 raise api_exceptions.NotFound(f"no object {name}")
             with open_sink(blob.size) as sink:
@@ -368,7 +411,7 @@ class GCSStore(Store):
         """Read the object in parallel byte ranges through ``write(offset, chunk)``; return its crc32c."""
         part = self.options.part_size
         ranges = [(lo, min(lo + part, size)) for lo in range(0, size, part)]
-        read = TRANSFER_RETRY(self._read_range)
+        read = self._retry()(self._read_range)
         if len(ranges) <= 1:
             return read(name, generation, 0, size, write, ranged=False) if size else 0
         checksums = self._run_parallel(lambda r: read(name, generation, r[0], r[1], write, ranged=True), ranges)
@@ -409,7 +452,7 @@ class GCSStore(Store):
     def _delete_names(self, names: list[str]) -> None:
         def delete(name: str) -> None:
             try:
-                self._bucket.blob(name).delete(retry=TRANSFER_RETRY)
+                self._bucket.blob(name).delete(retry=self._retry())
             except api_exceptions.NotFound:
                 pass
 
@@ -436,14 +479,16 @@ class GCSStore(Store):
         """
         try:
             try:
-                self._bucket.reload(retry=OPEN_RETRY, timeout=5)
+                self._bucket.reload(retry=self._transfer_retry.with_timeout(OPEN_TIMEOUT_S), timeout=5)
             except api_exceptions.NotFound as e:
                 if not _speaks_json(e):
                     raise  # any web server says 404: only a JSON one is GCS saying "no bucket"
                 if not create:
                     raise BucketNotFound(f"bucket gs://{self._bucket.name} does not exist at {self.endpoint}") from e
                 try:
-                    self._client.create_bucket(self._bucket.name, retry=OPEN_RETRY)
+                    self._client.create_bucket(
+                        self._bucket.name, retry=self._transfer_retry.with_timeout(OPEN_TIMEOUT_S)
+                    )
                 except api_exceptions.Conflict:
                     pass  # created by a concurrent opener
         except api_exceptions.RetryError as e:

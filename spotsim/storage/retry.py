@@ -8,6 +8,7 @@ requests) fails at once so the caller sees it.
 from __future__ import annotations
 
 import http.client
+from collections.abc import Callable
 
 import requests
 import urllib3.exceptions
@@ -40,8 +41,21 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, _TRANSIENT_TYPES)
 
 
-# Transfers: ride out a minute of throttling or a store restart.
-TRANSFER_RETRY = Retry(predicate=is_transient, initial=0.25, maximum=8.0, multiplier=2.0, timeout=60.0)
+TRANSFER_TIMEOUT_S = 60.0  # transfers ride out a minute of throttling or a store restart
+OPEN_TIMEOUT_S = 4.0  # opening a store: an unreachable endpoint should be reported within seconds
 
-# Opening a store: an unreachable endpoint should be reported within seconds.
-OPEN_RETRY = TRANSFER_RETRY.with_timeout(4.0)
+
+def transfer_retry(
+    timeout: float | None = TRANSFER_TIMEOUT_S, on_error: Callable[[Exception], None] | None = None
+) -> Retry:
+    """The retry policy of every transfer: exponential backoff from 0.25 s to 8 s, transient errors only.
+
+    Args:
+        timeout: seconds after the first try past which no retry starts (a try never is cut short).
+        on_error: called with each transient failure caught, before the backoff sleep; a store counts them.
+    """
+    return Retry(predicate=is_transient, initial=0.25, maximum=8.0, multiplier=2.0, timeout=timeout, on_error=on_error)
+
+
+TRANSFER_RETRY = transfer_retry()
+OPEN_RETRY = transfer_retry(OPEN_TIMEOUT_S)
