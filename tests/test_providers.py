@@ -130,3 +130,18 @@ def test_azure_approval_brings_the_eviction_forward(tmp_path):
     assert preemption["emergency_before_kill"] and preemption["exit"] == "killed"
     posts = [e for e in events if e["event"] == "metadata_request" and e["method"] == "POST"]
     assert posts and posts[0]["status"] == 200
+
+
+def test_verify_passes_a_job_that_resumes_from_its_metadata_notice(tmp_path):
+    """spotsim verify under a 120 s GCP notice: the kill is the notice alone (the job exits before any
+    signal), and the resume from its emergency checkpoint is bit-exact."""
+    cmd = [*SPOTSIM, "verify", "--provider", "gcp-spot", "--notice", "120s", "--kill", "sigterm", "--kill-steps",
+           "60", "--artifact", "model.npz", "--out", str(tmp_path / "v"), "--",
+           sys.executable, str(JOBS / "metadata_job.py")]  # fmt: skip
+    env = os.environ | {"CLOUD": "gce", "TOTAL_STEPS": "150", "STEP_SLEEP": "0.005", "COLUMNS": "250"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    verdict = json.loads((tmp_path / "v" / "verdict.json").read_text())
+    [check] = verdict["checks"]
+    assert check["kills"] and check["kills"][0]["signals"] == [] and check["resumes"]
+    assert "notice only" in done.stdout

@@ -1,8 +1,13 @@
 """Provider profiles: how each cloud announces a preemption and carries it out (``--provider``).
 
 A preemption starts at t0, when the schedule says the VM's time is up. From
-there each cloud follows its own timeline (facts and sources in the docs'
-providers page), all in simulated seconds after t0:
+there each cloud follows its own timeline, all in simulated seconds after t0.
+Sources: Compute Engine's Spot VM and metadata docs and the
+``Scheduling.skipGuestOsShutdown`` reference (30 s for Spot), GKE's graceful
+node shutdown (15 s for pods), the EC2 user guide's spot-instance-termination-
+notices and rebalance-recommendations pages, and Azure's scheduled-events and
+spot-vms pages. GCP's optional 120 s notice (Beta ``preemptionNoticeDuration``)
+is quoted by provider SDK references, not confirmed on the primary page.
 
 ===================  =====================================  ==============  =====================
 profile              metadata at t0                         SIGTERM         SIGKILL after SIGTERM
