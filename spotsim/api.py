@@ -30,6 +30,7 @@ from spotsim.harness.verify import VerifyConfig
 from spotsim.harness.verify import verify as verify_job
 from spotsim.preemption import KillMode, parse_schedule
 from spotsim.preemption.providers import parse_provider
+from spotsim.storage.faults import FaultSpec
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,9 @@ def run(
     work: Duration | None = None,
     steps: int | None = None, startup: Duration | None = None, seed: int = 0, max_preemptions: int | None = None,
     max_crashes: int = 3, attempt_timeout: Duration | None = None,
-    local_disk: str = "wipe", bucket: str | None = None, machine: str = DEFAULT_MACHINE,
-    prices: str | os.PathLike[str] | None = None, out: str | os.PathLike[str] | None = None,
+    local_disk: str = "wipe", bucket: str | None = None, storage_faults: str | None = None,
+    machine: str = DEFAULT_MACHINE, prices: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
 ) -> RunResult:  # fmt: skip
     """Run ``command`` under preemptions and measure what they cost, as ``spotsim run`` does.
 
@@ -180,7 +182,8 @@ def run(
     (measured first; needs ``steps``, the command's steps in all); start-up (or ``startup``), checkpoint
     blocking and exits count at their real duration. ``out`` receives ``events.jsonl``, ``summary.json`` and
     ``timeline.png``; default: a new directory from :func:`tempfile.mkdtemp` (``$TMPDIR/spotsim-run-*``), kept
-    afterwards. ``provider`` sets the preemption timeline (``notice``, ``grace``, ``rebalance_lead`` override it).
+    afterwards. ``provider`` sets the preemption timeline (``notice``, ``grace``, ``rebalance_lead`` override it);
+    ``storage_faults`` (a profile or spec, as ``--storage-faults``) puts a fault proxy before the embedded bucket.
 
     Returns:
         The summary. A job that crashed ``max_crashes`` times is a result with ``crash`` set, not an error.
@@ -201,7 +204,8 @@ def run(
     )  # fmt: skip
     chosen = load_prices(prices).machine(machine)
     config = dataclasses.replace(config, out=_out(out, "spotsim-run-"))
-    outcome = run_live(config, chosen, bucket=bucket)
+    faults = FaultSpec.parse(storage_faults) if storage_faults is not None else None
+    outcome = run_live(config, chosen, bucket=bucket, storage_faults=faults)
     if outcome.interrupted:
         raise KeyboardInterrupt
     if outcome.gave_up:

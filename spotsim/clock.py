@@ -11,7 +11,9 @@ phase           real interval                                               simu
 ==============  ==========================================================  ============
 ``startup``     launch → the job's ``start`` event (spawn, imports, restore)  × 1, or ``--startup``
 ``compute``     start → ``done`` or the first signal, less ``checkpoint``   × K
-``checkpoint``  each checkpoint's ``blocking_s``, ending at its event        × 1
+``checkpoint``  each checkpoint's ``blocking_s``, ending at its event, and a  × 1
+                synchronous save in progress (``checkpoint_start`` → its
+                ``checkpoint``)
 ``notice``      the first signal → exit (emergency save, exit)              × 1
 ``after_done``  ``done`` → exit                                             × 1
 ==============  ==========================================================  ============
@@ -78,11 +80,16 @@ class AttemptClock:
         self.stop_phase = "after_done"
         self.exit_t: float | None = None
         self.blocking: list[tuple[float, float]] = []  # (end t, seconds) per checkpoint
+        self.open_save: float | None = None  # a synchronous save has held the loop since then
 
     def apply(self, event: dict) -> None:
         kind, t = event["event"], float(event["t"])
         if kind in _COMPUTE_STARTS and self.start_t is None:
             self.start_t = t
+        if kind == "checkpoint_start" and self.open_save is None:
+            self.open_save = t  # a deadline must not fall inside a save only because the clock ran at K
+        elif kind in ("checkpoint", "checkpoint_failed"):
+            self.open_save = None
         if kind == "checkpoint":
             self.blocking.append((t, float(event.get("blocking_s") or 0.0)))
         elif kind in ("done", "signal") and self.stop_t is None:
@@ -98,6 +105,8 @@ class AttemptClock:
         stop = min(self.stop_t, end) if self.stop_t is not None and self.stop_t <= end else end
         stop = max(stop, start)
         blocked = sum(_overlap(t - seconds, t, start, stop) for t, seconds in self.blocking)
+        if self.open_save is not None:
+            blocked += _overlap(self.open_save, end, start, stop)
         startup_real = max(0.0, start - self.launch_t)
         startup_sim = startup_real if self.clock.startup_s is None else (
             self.clock.startup_s if started else min(startup_real, self.clock.startup_s)
@@ -118,6 +127,7 @@ class AttemptClock:
     def rate(self, at: float) -> float:
         """Simulated seconds per real second at ``at``: K while computing, else 1."""
         computing = self.start_t is not None and self.start_t <= at and (self.stop_t is None or at < self.stop_t)
+        computing = computing and (self.open_save is None or at < self.open_save)
         return self.clock.k if computing else 1.0
 
     def real_until(self, uptime_s: float, at: float) -> float:

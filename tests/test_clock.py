@@ -53,6 +53,17 @@ def test_uptime_accrues_at_one_while_starting_and_at_k_while_computing():
     assert attempt.real_until(11.0, 1.1) == pytest.approx(0.1)
 
 
+def test_a_synchronous_save_in_progress_counts_at_one_so_no_deadline_falls_inside_it():
+    """An emergency save starts at 2.0 s: while it holds the loop the uptime grows 1 s per second, not K,
+    and once its checkpoint event arrives the interval is the checkpoint's blocking time."""
+    run = fold(Clock(k=100), (0.0, "launch"), (1.0, "start"), (2.0, "checkpoint_start", {"step": 5}))
+    attempt = run.current
+    assert attempt.uptime(2.5) == pytest.approx(1.0 + 100.0 + 0.5) and attempt.rate(2.5) == 1
+    assert attempt.real_until(1.0 + 100.0 + 1.0, 2.5) == pytest.approx(0.5)
+    attempt.apply({"t": 3.0, "event": "checkpoint", "step": 5, "kind": "emergency", "blocking_s": 1.0})
+    assert attempt.uptime(3.5) == pytest.approx(1.0 + 100.0 + 1.0 + 50.0) and attempt.rate(3.5) == 100
+
+
 def test_a_declared_startup_replaces_the_measured_one():
     run = fold(Clock(k=10, startup_s=90.0), (0.0, "launch"), (2.0, "start"), (3.0, "done", {"step": 5}), (3.0, "exit"))
     assert run.phases()["startup"].real_s == pytest.approx(2.0)

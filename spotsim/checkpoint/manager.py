@@ -181,8 +181,11 @@ class CheckpointManager:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         start = time.perf_counter()
         self._announce_start(None)
+        synchronous = not (self.async_save and kind == "periodic")
         if self.events:
             self.events.step(step, force=True)
+            if synchronous:  # the loop is held until its checkpoint event: the harness's clock runs at 1× meanwhile
+                self.events.emit("checkpoint_start", step=step, kind=kind)
         if kind == "periodic" and (stuck := self._retrying_step()) is not None:
             self._last_save_time, self._last_save_step = time.monotonic(), step  # the next one is due an interval on
             self._fail(step, kind, f"the save of step {stuck} is still retrying a failing store", 0, skipped=True)
@@ -193,7 +196,7 @@ class CheckpointManager:
         snapshot_s = time.perf_counter() - start
         self._last_save_time, self._last_save_step = time.monotonic(), step
         job = (step, packed, kind, dict(metadata or {}), snapshot_s)
-        if self.async_save and kind == "periodic":
+        if not synchronous:
             self._persist_thread = threading.Thread(
                 target=self._persist_in_background, args=job, name=f"spotsim-persist-{step}", daemon=True
             )
