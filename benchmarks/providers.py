@@ -1,7 +1,9 @@
 """The same job under every provider profile: how each cloud's timeline changes what preemption costs.
 
-Runs ``spotsim run --workload torch-cnn`` once per profile with the same schedule and seed, so every run
-draws the same VM lifetimes; only the timeline differs (the notice in the metadata, when SIGTERM and
+Runs ``spotsim run --workload torch-cnn`` once per profile with the same schedule, seed, steps and K (set by
+hand, not measured per run with ``--work``: a probe's few seconds of steps on a busy 2-core machine give each
+run a different K and so a different simulated length), so every run draws the same VM lifetimes over the
+same work; only the timeline differs (the notice in the metadata, when SIGTERM and
 SIGKILL come, the 24 h stop of legacy preemptible VMs). The built-in workloads watch the metadata
 server through :class:`~spotsim.checkpoint.PreemptionWatcher`, so they see each cloud's notice.
 
@@ -29,7 +31,8 @@ PROFILES = ("gcp-spot", "gcp-preemptible", "gke", "aws-spot", "azure-spot")
 def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict:
     out = work / profile
     cmd = [sys.executable, "-m", "spotsim.cli", "run", "--workload", "torch-cnn", "--provider", profile,
-           "--work", args.work, "--interval", args.interval, "--preempt-rate", str(args.rate), "--kill", args.kill,
+           "--steps", str(args.steps), "--time-scale", str(args.k), "--interval", args.interval,
+           "--preempt-rate", str(args.rate), "--kill", args.kill,
            "--restart-delay", "2m", "--seed", str(args.seed), "--out", str(out)]  # fmt: skip
     print(" ".join(cmd[2:]), flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -71,8 +74,9 @@ def row(profile: str, s: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", default=",".join(PROFILES))
-    parser.add_argument("--work", default="36h")
-    parser.add_argument("--interval", default="5m")
+    parser.add_argument("--steps", type=int, default=50_000)  # ≈ 37 h at ≈ 2.2 ms a step and K = 1,200
+    parser.add_argument("--k", type=float, default=1200.0)
+    parser.add_argument("--interval", default="10m")
     parser.add_argument("--rate", type=float, default=0.2)
     parser.add_argument("--kill", default="sigterm")
     parser.add_argument("--seed", type=int, default=1)  # attempt 2 outlives 24 h: the preemptible stop shows

@@ -99,7 +99,7 @@ def run_live(
         (config.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         from spotsim.report import plot_timeline
 
-        title = (f"{' '.join(config.command[-3:])} · {config.schedule.describe()} · kill {config.kill} · "
+        title = (f"{' '.join(config.command[-3:])} · {config.schedule.describe()} · kill {config.kill}\n"
                  f"{config.provider.describe()}")  # fmt: skip
         plot_timeline(attempts, summary, clock.to_sim, config.out / "timeline.png", title=title)
     crash = run.crash if ends and ends[-1].cause in ("crash", "timeout") else None
