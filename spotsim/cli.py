@@ -553,7 +553,7 @@ def _export(kind: str, directory: Path, config, outcome) -> None:
     from spotsim.export_plan import export_plan
     from spotsim.harness.live import replay_plan
 
-    plan, measured = replay_plan(outcome.out, config, outcome.summary)
+    plan, measured = replay_plan(config, outcome.summary)
     if not plan:
         console.print("[yellow]--export-plan[/yellow]: the run had no preemptions, so there is nothing to replay")
         return

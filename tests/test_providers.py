@@ -101,7 +101,8 @@ def test_aws_notice_is_404_then_a_fixed_deadline_consistent_with_k(tmp_path):
     """aws-spot at K = 60: instance-action answers 404, then the same time on every poll, 120 s / 60 = 2 s
     ahead of the job's real clock (whole seconds, as IMDS writes them). The job loses nothing."""
     summary, events = run(tmp_path, "--provider", "aws-spot", "--schedule", "fixed:90", "--interval-steps", "50",
-                          "--time-scale", "60", env={"CLOUD": "aws", "POLL_S": "0.1"})  # fmt: skip
+                          "--time-scale", "60", "--export-plan", "aws-fis", str(tmp_path / "plan"),
+                          env={"CLOUD": "aws", "POLL_S": "0.1"})  # fmt: skip
     assert summary["preemptions"] == 1 and summary["lost_steps"] == 0 and summary["completed"]
     [preemption] = summary["interruptions"]
     assert preemption["exit"] == "before_signal" and preemption["emergency_before_kill"]
@@ -114,6 +115,11 @@ def test_aws_notice_is_404_then_a_fixed_deadline_consistent_with_k(tmp_path):
     deadline = np.datetime64(answers[0]["time"].rstrip("Z")).astype("datetime64[s]").astype(float)
     assert abs(deadline - notice["deadline_t"]) <= 0.5 and 1.0 <= notice["deadline_t"] - notice["t"] <= 2.5
     assert [e["event"] for e in events if e["event"] in ("rebalance", "notice")] == ["rebalance", "notice"]
+    # the replay plan: the one preemption, at the uptime the run's clock gave it, with AWS's 2-minute notice
+    template = json.loads((tmp_path / "plan" / "fis-template-1.json").read_text())
+    assert template["actions"][next(iter(template["actions"]))]["parameters"]["durationBeforeInterruption"] == "PT2M"
+    assert not (tmp_path / "plan" / "fis-template-2.json").exists()
+    assert f"| 1 | 0 | {round(preemption['uptime_s'])} s |" in (tmp_path / "plan" / "README.md").read_text()
 
 
 def test_azure_approval_brings_the_eviction_forward(tmp_path):

@@ -216,19 +216,13 @@ def check_writable(bucket: str, env: dict[str, str]) -> None:
         raise InvalidOption(f"cannot write to the bucket {bucket}: {e}") from None
 
 
-def replay_plan(out: Path, config: RunConfig, summary: dict) -> tuple[list[PlannedPreemption], LocalMeasurements]:
+def replay_plan(config: RunConfig, summary: dict) -> tuple[list[PlannedPreemption], LocalMeasurements]:
     """The run's preemptions as a plan to replay on a real VM, and what the run measured to compare with."""
-    events = read_events(out / "events.jsonl")
-    attempts, clock = split_attempts(events), run_clock(events, config.clock)
-    provider, plan = config.provider, []
-    for attempt, attempt_clock in zip(attempts, clock.attempts):
-        t0 = attempt.notice_t or (attempt.signals[0][0] if attempt.signals else None)
-        if attempt.cause != "preempted" or t0 is None:
-            continue
-        plan.append(PlannedPreemption(
-            attempt.attempt, attempt_clock.uptime(t0), provider.notice_s, provider.grace_s,
-            sigkill=attempt.notice_t is None and attempt.signals[0][1] == "SIGKILL",
-        ))  # fmt: skip
+    provider = config.provider
+    plan = [
+        PlannedPreemption(x["attempt"], x["uptime_s"], provider.notice_s, provider.grace_s, sigkill=not x["noticed"])
+        for x in summary["interruptions"] if x["cause"] == "preempted" and x["uptime_s"] is not None
+    ]  # fmt: skip
     interruptions = [
         {"attempt": x["attempt"], "noticed_after_s": x.get("notice_seen_after_s"),
          "emergency_committed": bool(x.get("emergency_before_kill")), "exit": x.get("exit")}

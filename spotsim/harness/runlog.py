@@ -6,9 +6,10 @@ the harness reads that file as it grows (:class:`JobEventReader`), checks each
 event against the contract, and copies the valid ones into the run log next to
 its own (``run``, ``launch``, ``rebalance``, ``notice``, ``signal``,
 ``metadata_request``, ``storage_fault``, ``storage_outage``, ``save_write``,
-``exit``, ``restart_delay``). So a job
-that dies mid-line, or writes garbage, can never swallow or corrupt a harness
-event: job output is untrusted input, and a bad line becomes a ``malformed`` event that the summary lists as an anomaly.
+``exit``, ``restart_delay``). So a job that dies mid-line, or writes garbage,
+can never swallow or corrupt a harness event: job output is untrusted input,
+and a bad line becomes a ``malformed`` event that the summary lists as an
+anomaly.
 
 The job's events between a ``launch`` and its ``exit`` belong to that attempt.
 """
@@ -175,6 +176,16 @@ class AttemptRecord:
         """The highest step this attempt reported (step, checkpoint and done events all report one)."""
         reported = [s for _, s in self.steps] + [c["step"] for c in self.checkpoints if isinstance(c.get("step"), int)]
         return max([self.first_step, *reported, *([self.done_step] if isinstance(self.done_step, int) else [])])
+
+    @property
+    def preempted_t(self) -> float | None:
+        """t0 of a preemption: the provider's notice, or the first signal when there was none."""
+        return self.notice_t or (self.signals[0][0] if self.signals else None)
+
+    @property
+    def without_notice(self) -> bool:
+        """Preempted by a SIGKILL with no notice before it (``--kill sigkill``)."""
+        return self.notice_t is None and bool(self.signals) and self.signals[0][1] == "SIGKILL"
 
     @property
     def metadata_requests(self) -> int:

@@ -253,8 +253,8 @@ class LiveRun:
         (at K× a poll is long)."""
         at, wait = time.time(), POLL_S
         if eviction is None and lifetime.uptime_s is not None:
-            lead = self.config.provider.rebalance_lead_s or 0.0
-            due = lifetime.uptime_s - lead if not self._rebalanced else lifetime.uptime_s
+            rebalance = self._rebalance_at(lifetime)
+            due = lifetime.uptime_s if rebalance is None else min(lifetime.uptime_s, rebalance)
             wait = min(wait, clock.real_until(due, at))
         elif eviction is not None and eviction.sigterm_at_uptime is not None:
             wait = min(wait, clock.real_until(eviction.sigterm_at_uptime, at))
@@ -328,11 +328,15 @@ class LiveRun:
             self._sigkill_draws[attempt] = self.config.kill.draw_sigkill(self.rng)
         return self._sigkill_draws[attempt]
 
-    def _rebalance_due(self, lifetime: Lifetime, uptime: float) -> bool:
+    def _rebalance_at(self, lifetime: Lifetime) -> float | None:
+        """The uptime at which this attempt's rebalance recommendation is due; None: none is (still) to come."""
         lead = self.config.provider.rebalance_lead_s
         if lead is None or self._rebalanced or lifetime.uptime_s is None:
-            return False
-        return uptime >= lifetime.uptime_s - lead
+            return None
+        return lifetime.uptime_s - lead
+
+    def _rebalance_due(self, lifetime: Lifetime, uptime: float) -> bool:
+        return (due := self._rebalance_at(lifetime)) is not None and uptime >= due
 
     def _rebalance(self, attempt: int) -> None:
         """AWS's rebalance recommendation: the instance is at elevated risk (never for a SIGKILL without notice)."""

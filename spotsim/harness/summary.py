@@ -279,16 +279,20 @@ def _interruption(attempt: AttemptRecord, following: AttemptRecord | None, clock
 
 
 def _how_met(attempt: AttemptRecord, clock: AttemptClock | None) -> dict:
-    """A preemption from t0 (the metadata notice, or the first signal): when the job saw the notice in the
-    metadata server's request log, when its emergency checkpoint committed, and how it ended. Offsets from t0
-    are simulated seconds; ``*_real_s`` the real ones the job had."""
+    """A preemption from t0 (the metadata notice, or the first signal): the VM's simulated uptime then, when
+    the job saw the notice in the metadata server's request log, when its emergency checkpoint committed, and
+    how it ended. Offsets from t0 are simulated seconds; ``*_real_s`` the real ones the job had."""
     signals: dict[str, float] = {}
     for t, name in attempt.signals:
         signals.setdefault(name, t)
-    t0 = attempt.notice_t or (attempt.signals[0][0] if attempt.signals else None)
+    t0 = attempt.preempted_t
     ended = "killed" if "SIGKILL" in signals else "inside_grace" if "SIGTERM" in signals else "before_signal"
-    met = {"exit": ended, "hard_stop": attempt.hard_stop, "metadata_requests": attempt.metadata_requests}
-    if t0 is None or (attempt.notice_t is None and attempt.signals[0][1] == "SIGKILL"):
+    met = {
+        "exit": ended, "noticed": not attempt.without_notice, "hard_stop": attempt.hard_stop,
+        "uptime_s": clock.uptime(t0) if clock is not None and t0 is not None else None,
+        "metadata_requests": attempt.metadata_requests,
+    }  # fmt: skip
+    if t0 is None or attempt.without_notice:
         return met  # no notice at all
     after = lambda t: (clock.uptime(t) - clock.uptime(t0)) if clock is not None else t - t0  # noqa: E731
     emergency = next((c["t"] for c in attempt.checkpoints if c.get("kind") == "emergency" and c["t"] >= t0), None)

@@ -353,7 +353,7 @@ class FaultProxy:
         spec = self.spec
         with self._lock:
             self.requests += 1
-            if spec.in_outage(self.now()):
+            if spec.outage is not None and spec.in_outage(self.now()):  # the run clock only when it matters
                 fault = "outage"
             else:
                 u = self._rng.random()

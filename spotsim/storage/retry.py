@@ -55,7 +55,3 @@ def transfer_retry(
         on_error: called with each transient failure caught, before the backoff sleep; a store counts them.
     """
     return Retry(predicate=is_transient, initial=0.25, maximum=8.0, multiplier=2.0, timeout=timeout, on_error=on_error)
-
-
-TRANSFER_RETRY = transfer_retry()
-OPEN_RETRY = transfer_retry(OPEN_TIMEOUT_S)
