@@ -101,7 +101,8 @@ def test_aws_notice_is_404_then_a_fixed_deadline_consistent_with_k(tmp_path):
     """aws-spot at K = 60: instance-action answers 404, then the same time on every poll, 120 s / 60 = 2 s
     ahead of the job's real clock (whole seconds, as IMDS writes them). The job loses nothing."""
     summary, events = run(tmp_path, "--provider", "aws-spot", "--schedule", "fixed:90", "--interval-steps", "50",
-                          "--time-scale", "60", "--export-plan", "aws-fis", str(tmp_path / "plan"),
+                          "--time-scale", "60", "--rebalance-lead", "60s",
+                          "--export-plan", "aws-fis", str(tmp_path / "plan"),
                           env={"CLOUD": "aws", "POLL_S": "0.1"})  # fmt: skip
     assert summary["preemptions"] == 1 and summary["lost_steps"] == 0 and summary["completed"]
     [preemption] = summary["interruptions"]
@@ -114,12 +115,26 @@ def test_aws_notice_is_404_then_a_fixed_deadline_consistent_with_k(tmp_path):
     [notice] = [e for e in events if e["event"] == "notice"]
     deadline = np.datetime64(answers[0]["time"].rstrip("Z")).astype("datetime64[s]").astype(float)
     assert abs(deadline - notice["deadline_t"]) <= 0.5 and 1.0 <= notice["deadline_t"] - notice["t"] <= 2.5
-    assert [e["event"] for e in events if e["event"] in ("rebalance", "notice")] == ["rebalance", "notice"]
+    rebalance, notice_event = [e for e in events if e["event"] in ("rebalance", "notice")]
+    assert rebalance["event"] == "rebalance" and 0.5 <= notice_event["t"] - rebalance["t"] <= 1.5  # 60 s ahead, at K 60
     # the replay plan: the one preemption, at the uptime the run's clock gave it, with AWS's 2-minute notice
     template = json.loads((tmp_path / "plan" / "fis-template-1.json").read_text())
     assert template["actions"][next(iter(template["actions"]))]["parameters"]["durationBeforeInterruption"] == "PT2M"
     assert not (tmp_path / "plan" / "fis-template-2.json").exists()
     assert f"| 1 | 0 | {round(preemption['uptime_s'])} s |" in (tmp_path / "plan" / "README.md").read_text()
+
+
+def test_a_legacy_preemptible_vm_stops_at_24_hours_whatever_the_schedule_says(tmp_path):
+    """gcp-preemptible with no preemption drawn at all (λ = 0): at K = 36,000 the VM still stops at 24 h of
+    uptime (2.4 s of compute), announced like any preemption: TRUE with the SIGTERM, which kills this job (it has
+    no handler) with at most an interval's steps lost. The next VM finishes the job."""
+    summary, events = run(tmp_path, "--provider", "gcp-preemptible", "--preempt-rate", "0", "--interval-steps",
+                          "50", "--time-scale", "36000", env={"CLOUD": "gce", "TOTAL_STEPS": "350"})  # fmt: skip
+    assert summary["completed"] and summary["preemptions"] == 1 and summary["identity_holds"]
+    [preemption] = summary["interruptions"]
+    assert preemption["hard_stop"] and preemption["uptime_s"] == pytest.approx(24 * 3600, rel=0.01)
+    assert preemption["signals"][0] == "SIGTERM" and 0 <= preemption["lost_steps"] <= 50
+    assert [e["hard_stop"] for e in events if e["event"] == "launch"] == [True, True]
 
 
 def test_azure_approval_brings_the_eviction_forward(tmp_path):

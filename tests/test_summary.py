@@ -11,6 +11,7 @@ from spotsim.cost import load_prices
 from spotsim.harness import RunConfig, parse_schedule
 from spotsim.harness.runlog import split_attempts
 from spotsim.harness.summary import run_clock, summarize
+from spotsim.preemption.providers import parse_provider
 
 CONFIG = RunConfig(command=("job",), out=Path("/tmp/unused"), schedule=parse_schedule("poisson", 1.0), interval_s=60)
 MACHINE = load_prices().machine("gcp-t4")
@@ -90,3 +91,27 @@ def test_fixed_costs_count_at_their_real_duration_whatever_k():
     assert summary["startup_s"] == pytest.approx(2.0, abs=0.05)
     assert summary["sim_wall_s"] == pytest.approx(2.0 + 200 + 0.05 + 0.05)
     assert summary["checkpoint_blocking_s"] == pytest.approx(0.05)  # real seconds, never × K
+
+
+def test_a_notice_shorter_than_the_jobs_poll_is_a_warning_and_an_unseen_notice_is_not_counted_seen():
+    """aws-spot at K = 600: the 120 s notice lasts 0.2 s real, and the job polls every 0.5 s: it never saw the
+    notice (no answer carried it), so the record says so and the summary names the K that would let it."""
+    config = replace(CONFIG, time_scale=600.0, provider=parse_provider("aws-spot"))
+    polls = [(1 + 0.5 * i, "metadata_request", {"method": "GET", "path": "/latest/meta-data/spot/instance-action",
+                                                "status": 404, "notice": False}) for i in range(8)]  # fmt: skip
+    events = log(
+        (0.0, 5.0, "preempted", [(1, "start", {"attempt": 0, "resumed_step": None}), (2, "step", {"step": 10}),
+                                 *polls, (4.6, "notice", {"notice_s": 120.0}), (4.8, "signal", {"signal": "SIGTERM"})]),
+        (6.0, 9.0, "done", [(7, "start", {"attempt": 1, "resumed_step": 0}), (8, "step", {"step": 10}),
+                            (9, "done", {"step": 10})]),
+    )  # fmt: skip
+    summary = summarize_log(events, config)
+    [preemption] = summary["interruptions"]
+    assert preemption["noticed"] and preemption["notice_seen_after_s"] is None and preemption["exit"] == "inside_grace"
+    [warning] = [w for w in summary["warnings"] if "polls the metadata server" in w]
+    assert "every 0.5 s real" in warning and "lasts 0.2 s real" in warning and "lower K to 240" in warning
+    # seen: the same job polling faster is not warned about
+    fast = [(4.7, "metadata_request", {"method": "GET", "path": "/x", "status": 200, "notice": True})]
+    events[1:1] = [{"t": t, "event": name, **fields} for t, name, fields in fast]
+    events.sort(key=lambda e: e["t"])
+    assert not [w for w in summarize_log(events, config)["warnings"] if "polls the metadata server" in w]
