@@ -1,10 +1,12 @@
 # Two entry points, each from nothing: `make demo` and `make test`.
 # Both build .venv first (a fresh virtual environment with every extra).
+# `make check` is the fast test tier for while you edit (under a minute); `make test` runs the linters
+# and every test, as CI does.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test check lint bench clean
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +22,16 @@ demo: $(STAMP)
 	$(VENV)/bin/spotsim run --workload torch-cnn --interval 5m --preempt-rate 0.5 --kill mixed:0.5 \
 		--grace 30s --restart-delay 2m --seed 3 --out spotsim-run
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(VENV)/bin/python -m pytest
+
+# The fast tier: tests marked neither live nor slow (tests/conftest.py marks them and defines --fast).
+check: $(STAMP)
+	$(VENV)/bin/python -m pytest -q --fast
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy spotsim
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/storage_throughput.py

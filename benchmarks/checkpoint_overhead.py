@@ -1,4 +1,4 @@
-"""What one checkpoint costs the training loop: spotsim against the seeds' pattern, DCP and a plain copy.
+"""What one checkpoint costs the training loop: spotsim against torch.save-then-upload, DCP and a plain copy.
 
 What it measures, side by side in one run, for torch states (a dict of four
 equal float32 CPU tensors) of 16, 64, 256 and 1024 MiB, on ``file://`` (a
@@ -15,12 +15,12 @@ temp dir) and ``gs://`` (the embedded fake-gcs-server on 127.0.0.1):
   first_blocking_s the first's (fresh memory); persist_s from the manager's
   ``SaveStats`` after ``wait()``; then restore_s of ``restore_latest()`` by a
   fresh manager on the same URI (download, crc32c check, decode to tensors);
-* ``seeds``: the field notes' pattern: ``torch.save`` to a local file, then
+* ``seeds`` (the column name): the usual torch.save-then-upload pattern: ``torch.save`` to a local file, then
   ``blob.upload_from_filename`` with the plain google-cloud-storage client
   (anonymous credentials, ``api_endpoint`` = the emulator), or for ``file://``
   ``shutil.copyfile`` into the target dir, all synchronous (blocking_s); the
   restore is ``blob.download_to_filename`` (or a copy back) followed by
-  ``torch.load(..., weights_only=True)`` (restore_s). Seed 004 uploads the
+  ``torch.load(..., weights_only=True)`` (restore_s). Scripts often upload the
   file twice (step and "latest"); this uploads it once, in its favour.
 * ``dcp-async``: ``torch.distributed.checkpoint.async_save`` to a local
   directory, recorded under backend ``file`` only (DCP has no GCS writer
@@ -41,8 +41,8 @@ never timed. ``file://`` restores read files just written, i.e. from the page
 cache, for every method alike.
 
 Targets, at 1 GiB on each backend: spotsim's async blocking time at most 1.5x
-the floor and at least 50x below the seeds' pattern; spotsim's restore at
-least 3x faster than the seeds' pattern.
+the floor and at least 50x below torch.save-then-upload; spotsim's restore at
+least 3x faster than torch.save-then-upload.
 
 Outputs, under ``reports/`` by default: ``checkpoint_overhead.csv`` (one row
 per measurement: size_mib, backend, method, metric, repeat, seconds),
@@ -68,9 +68,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
@@ -96,9 +96,9 @@ METHODS = ("floor", "spotsim-async", "spotsim-sync", "seeds", "dcp-async")
 TENSORS_PER_STATE = 4
 TARGET_SIZE_MIB = 1024
 TARGET_VS_FLOOR = 1.5  # async blocking <= this x the floor
-TARGET_VS_SEEDS = 50.0  # seeds' blocking >= this x async blocking
-TARGET_RESTORE = 3.0  # seeds' restore >= this x spotsim's restore
-RESTORE_LABELS = {"spotsim-async": "spotsim restore_latest()", "seeds": "seeds: download + torch.load"}
+TARGET_VS_SEEDS = 50.0  # torch.save-then-upload blocking >= this x async blocking
+TARGET_RESTORE = 3.0  # torch.save-then-upload restore >= this x spotsim's restore
+RESTORE_LABELS = {"spotsim-async": "spotsim restore_latest()", "seeds": "download + torch.load"}
 
 # DCP says once per call that it assumes a single process; that is the intent here.
 warnings.filterwarnings("ignore", message=".*assuming the intent is to (save|load) in a single process")
@@ -111,7 +111,7 @@ class Bench:
     emulator_url: str
     bucket: storage.Bucket
     file_root: Path  # file:// stores and DCP checkpoints live under here
-    scratch: Path  # the seeds' local torch.save files
+    scratch: Path  # torch.save-then-upload's local files
 
     def uri(self, backend: str, name: str) -> str:
         return f"gs://{BUCKET}/{name}" if backend == "gs" else (self.file_root / name).as_uri()
@@ -132,9 +132,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="16,64,256,1024", help="comma list of state sizes in MiB")
     parser.add_argument(
-        "--repeats", type=int, default=5,
+        "--repeats",
+        type=int,
+        default=5,
         help=f"timed repeats per size; sizes >= {FEWER_REPEATS_FROM_MIB} MiB get max(1, repeats-1)",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports", help="output directory")
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -206,9 +208,11 @@ def measure_spotsim(bench: Bench, backend: str, name: str, state: dict, *, async
     if not (stats.committed and stats.step == 2):
         raise SystemExit(f"VERIFICATION FAILED: spotsim did not commit step 2 at {uri}: {stats}")
     result = {
-        "blocking_s": blocking, "first_blocking_s": first,
-        "persist_s": stats.persist_s, "reported_blocking_s": stats.blocking_s,
-    }  # fmt: skip
+        "blocking_s": blocking,
+        "first_blocking_s": first,
+        "persist_s": stats.persist_s,
+        "reported_blocking_s": stats.blocking_s,
+    }
     if async_save:
         # A fresh manager, as a resumed attempt would open one; opening the store is not timed.
         with CheckpointManager(uri, framework="torch", store_options=options) as restorer:
@@ -355,19 +359,21 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         key = (method, metric)
         return medians[key] if key in medians.columns else pd.Series(float("nan"), index=medians.index)
 
-    summary = pd.DataFrame({
-        "floor_blocking_s": col("floor", "blocking_s"),
-        "floor_reused_s": col("floor", "reused_blocking_s"),
-        "async_first_blocking_s": col("spotsim-async", "first_blocking_s"),
-        "sync_blocking_s": col("spotsim-sync", "blocking_s"),
-        "async_blocking_s": col("spotsim-async", "blocking_s"),
-        "async_persist_s": col("spotsim-async", "persist_s"),
-        "seeds_blocking_s": col("seeds", "blocking_s"),
-        "dcp_blocking_s": col("dcp-async", "blocking_s"),
-        "dcp_persist_s": col("dcp-async", "persist_s"),
-        "spotsim_restore_s": col("spotsim-async", "restore_s"),
-        "seeds_restore_s": col("seeds", "restore_s"),
-    })  # fmt: skip
+    summary = pd.DataFrame(
+        {
+            "floor_blocking_s": col("floor", "blocking_s"),
+            "floor_reused_s": col("floor", "reused_blocking_s"),
+            "async_first_blocking_s": col("spotsim-async", "first_blocking_s"),
+            "sync_blocking_s": col("spotsim-sync", "blocking_s"),
+            "async_blocking_s": col("spotsim-async", "blocking_s"),
+            "async_persist_s": col("spotsim-async", "persist_s"),
+            "seeds_blocking_s": col("seeds", "blocking_s"),
+            "dcp_blocking_s": col("dcp-async", "blocking_s"),
+            "dcp_persist_s": col("dcp-async", "persist_s"),
+            "spotsim_restore_s": col("spotsim-async", "restore_s"),
+            "seeds_restore_s": col("seeds", "restore_s"),
+        }
+    )
     summary["async_vs_floor"] = summary["async_blocking_s"] / summary["floor_blocking_s"]
     summary["first_async_vs_floor"] = summary["async_first_blocking_s"] / summary["floor_blocking_s"]
     summary["async_vs_reused_floor"] = summary["async_blocking_s"] / summary["floor_reused_s"]
@@ -401,13 +407,22 @@ def print_targets(summary: pd.DataFrame) -> list[tuple[str, bool, float]]:
     verdicts = []
     for s in at_target.itertuples():
         verdicts += [
-            (f"{s.backend}: async blocking <= {TARGET_VS_FLOOR:g}x floor at {TARGET_SIZE_MIB} MiB",
-             s.async_vs_floor <= TARGET_VS_FLOOR, f"{s.async_vs_floor:.2f}x"),
-            (f"{s.backend}: async blocking >= {TARGET_VS_SEEDS:g}x below seeds' pattern at {TARGET_SIZE_MIB} MiB",
-             s.seeds_vs_async >= TARGET_VS_SEEDS, f"{s.seeds_vs_async:.1f}x"),
-            (f"{s.backend}: restore >= {TARGET_RESTORE:g}x faster than seeds' pattern at {TARGET_SIZE_MIB} MiB",
-             s.restore_speedup >= TARGET_RESTORE, f"{s.restore_speedup:.2f}x"),
-        ]  # fmt: skip
+            (
+                f"{s.backend}: async blocking <= {TARGET_VS_FLOOR:g}x floor at {TARGET_SIZE_MIB} MiB",
+                s.async_vs_floor <= TARGET_VS_FLOOR,
+                f"{s.async_vs_floor:.2f}x",
+            ),
+            (
+                f"{s.backend}: async blocking >= {TARGET_VS_SEEDS:g}x below torch.save+upload at {TARGET_SIZE_MIB} MiB",
+                s.seeds_vs_async >= TARGET_VS_SEEDS,
+                f"{s.seeds_vs_async:.1f}x",
+            ),
+            (
+                f"{s.backend}: restore >= {TARGET_RESTORE:g}x faster than torch.save+upload at {TARGET_SIZE_MIB} MiB",
+                s.restore_speedup >= TARGET_RESTORE,
+                f"{s.restore_speedup:.2f}x",
+            ),
+        ]
     if not verdicts:
         print(f"targets: not evaluated ({TARGET_SIZE_MIB} MiB was not among the sizes)")
     for text, met, ratio in verdicts:
@@ -449,7 +464,7 @@ def plot(results: pd.DataFrame, facts: dict, path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(
-        f"checkpoint cost of a torch state: spotsim vs torch.save+upload (seeds), DCP async_save and a clone "
+        f"checkpoint cost of a torch state: spotsim vs torch.save+upload, DCP async_save and a clone "
         f"({facts['cpu_count']} CPUs, {facts['date'][:10]})"
     )
     fig.tight_layout()

@@ -112,9 +112,11 @@ WATCH_PAIRS = (("gs-proxy", "gs"), ("file-polled", "file"))
 
 def measure_alone(work: Path, steps: int, interval_steps: int) -> float:
     env = os.environ | {
-        "SPOTSIM_CHECKPOINT_URI": (work / "ckpt").as_uri(), "SPOTSIM_EVENTS": str(work / "events.jsonl"),
-        "SPOTSIM_OUTPUT_DIR": str(work / "output"), "SPOTSIM_CHECKPOINT_INTERVAL_STEPS": str(interval_steps),
-    }  # fmt: skip
+        "SPOTSIM_CHECKPOINT_URI": (work / "ckpt").as_uri(),
+        "SPOTSIM_EVENTS": str(work / "events.jsonl"),
+        "SPOTSIM_OUTPUT_DIR": str(work / "output"),
+        "SPOTSIM_CHECKPOINT_INTERVAL_STEPS": str(interval_steps),
+    }
     start = time.perf_counter()
     subprocess.run([*WORKLOAD, "--steps", str(steps)], env=env, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -122,14 +124,30 @@ def measure_alone(work: Path, steps: int, interval_steps: int) -> float:
 
 def spotsim_run(work: Path, steps: int, interval_steps: int, *extra: str) -> dict:
     """``spotsim run`` at K = 1 (real seconds are simulated ones: no probe, no scaling); its summary."""
-    cmd = [*SPOTSIM, "run", "--workload", "torch-cnn", "--steps", str(steps), "--interval-steps", str(interval_steps),
-           "--time-scale", "1", "--bucket", (work / "ckpt").as_uri(), "--out", str(work / "run"), *extra]  # fmt: skip
+    cmd = [
+        *SPOTSIM,
+        "run",
+        "--workload",
+        "torch-cnn",
+        "--steps",
+        str(steps),
+        "--interval-steps",
+        str(interval_steps),
+        "--time-scale",
+        "1",
+        "--bucket",
+        (work / "ckpt").as_uri(),
+        "--out",
+        str(work / "run"),
+        *extra,
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     return json.loads((work / "run" / "summary.json").read_text())
 
 
 def measure_restart(run_dir: Path) -> tuple[float, float]:
-    """The relaunch after the preemption: real seconds from launch to its first step past the resume, and to ``start``."""
+    """The relaunch after the preemption: real seconds from launch to its first step past the resume, and to
+    ``start``."""
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
     launch_t = start_t = resumed = None
     for event in events:
@@ -159,8 +177,12 @@ def measure_watched(work: Path, method: str, steps: int, interval_steps: int) ->
     from spotsim.storage.emulator import FakeGcsServer, ensure_bucket
     from spotsim.workloads import command
 
-    config = RunConfig(tuple(command("torch-cnn", ["--steps", str(steps)])), work / "run",
-                       parse_schedule("poisson", 0), interval_steps=interval_steps)  # fmt: skip
+    config = RunConfig(
+        tuple(command("torch-cnn", ["--steps", str(steps)])),
+        work / "run",
+        parse_schedule("poisson", 0),
+        interval_steps=interval_steps,
+    )
     machine = load_prices().machine("gcp-t4")
     if method.startswith("file"):
         uri, stop = (work / "ckpt").as_uri(), threading.Event()
@@ -176,16 +198,17 @@ def measure_watched(work: Path, method: str, steps: int, interval_steps: int) ->
         if method == "file-polled":
             poller.start()
         try:
-            return run_live(config, machine, bucket=uri).summary["wall_s"]
+            return run_live(config, machine, bucket=uri).summary.accounting.wall_s
         finally:
             stop.set()
     with FakeGcsServer(work / "emulator") as emulator:
         ensure_bucket(emulator.url, "bench")
         if method == "gs":
-            return run_live(config, machine, bucket="gs://bench/run", bucket_env=emulator.env()).summary["wall_s"]
+            outcome = run_live(config, machine, bucket="gs://bench/run", bucket_env=emulator.env())
+            return outcome.summary.accounting.wall_s
         with BucketProxy(emulator.url) as proxy:
-            return run_live(config, machine, bucket="gs://bench/run", bucket_env=proxy.env(),
-                            save_watch=proxy).summary["wall_s"]  # fmt: skip
+            outcome = run_live(config, machine, bucket="gs://bench/run", bucket_env=proxy.env(), save_watch=proxy)
+            return outcome.summary.accounting.wall_s
 
 
 def profile_once(root: Path, steps: int) -> dict[str, float]:
@@ -193,13 +216,19 @@ def profile_once(root: Path, steps: int) -> dict[str, float]:
     restoring what it left."""
     work = Path(tempfile.mkdtemp(dir=root))
     env = os.environ | {
-        "SPOTSIM_CHECKPOINT_URI": (work / "ckpt").as_uri(), "SPOTSIM_EVENTS": str(work / "events.jsonl"),
+        "SPOTSIM_CHECKPOINT_URI": (work / "ckpt").as_uri(),
+        "SPOTSIM_EVENTS": str(work / "events.jsonl"),
         "SPOTSIM_CHECKPOINT_INTERVAL_STEPS": "1",  # the first step after the resume saves a periodic checkpoint
-    }  # fmt: skip
+    }
     subprocess.run([*WORKLOAD, "--steps", str(steps)], env=env, check=True, capture_output=True)
     launch_t = time.time()
-    done = subprocess.run([sys.executable, "-c", PROFILE, str(launch_t), "--steps", str(steps + 3)], env=env,
-                          check=True, capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", PROFILE, str(launch_t), "--steps", str(steps + 3)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     marks = json.loads(done.stdout.strip().splitlines()[-1])["marks"]
     events = [json.loads(line) for line in (work / "events.jsonl").read_text().splitlines()]
     start_t = [e["t"] for e in events if e["event"] == "start"][-1]
@@ -215,14 +244,17 @@ def phase_table(launch_t: float, start_t: float, marks: list) -> dict[str, float
     the watcher and the store)."""
     phases: dict[str, float] = {}
     previous = launch_t
-    for label, started, ended in marks[:3]:  # consecutive: interpreter, imports
+    for label, _, ended in marks[:3]:  # consecutive: interpreter, imports
         phases[label], previous = ended - previous, ended
     calls: dict[str, list[float]] = {}
     for label, started, ended in marks[3:]:
         calls.setdefault(label, []).append(ended - started)
     first_step_end = next(ended for label, _, ended in marks[3:] if label == "step")
-    build = {"deterministic()": calls["deterministic()"][0], "digits()": calls["digits()"][0],
-             "Adam()": calls["Adam()"][0]}  # fmt: skip
+    build = {
+        "deterministic()": calls["deterministic()"][0],
+        "digits()": calls["digits()"][0],
+        "Adam()": calls["Adam()"][0],
+    }
     phases |= {f"build: {name}": seconds for name, seconds in build.items()}
     phases["build: the rest (model, sampler)"] = calls["build"][0] - sum(build.values())
     warm_up = calls.get("warm-up", [])
@@ -298,24 +330,32 @@ def main() -> int:
     results = pd.DataFrame(rows)
     medians = results.groupby("method")["seconds"].median()
     row = {
-        "alone_s": medians["alone"], "harness_s": medians["harness"],
+        "alone_s": medians["alone"],
+        "harness_s": medians["harness"],
         "harness_vs_alone": medians["harness"] / medians["alone"],
-        "restart_s": medians["restart"], "restart_startup_s": medians["restart_startup"], "floor_s": medians["floor"],
+        "restart_s": medians["restart"],
+        "restart_startup_s": medians["restart_startup"],
+        "floor_s": medians["floor"],
         "restart_vs_floor": medians["restart"] / medians["floor"],
-        "floor_exit_s": medians["floor_exit"], "floor_optimizer_s": medians["floor_optimizer"],
+        "floor_exit_s": medians["floor_exit"],
+        "floor_optimizer_s": medians["floor_optimizer"],
         "restart_vs_floor_optimizer": medians["restart"] / medians["floor_optimizer"],
         **{f"{watched}_vs_{plain}": medians[watched] / medians[plain] for watched, plain in WATCH_PAIRS},
-        "steps": args.steps, "repeats": args.repeats, "cpus": os.cpu_count(),
-    }  # fmt: skip
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "cpus": os.cpu_count(),
+    }
     summary = pd.DataFrame([row])
     args.out.mkdir(parents=True, exist_ok=True)
     results.to_csv(args.out / "harness_overhead.csv", index=False)
     summary.to_csv(args.out / "harness_overhead_summary.csv", index=False)
     plot(results, args.out / "harness_overhead.png")
     s = summary.iloc[0]
-    checks = [("harness vs alone", s.harness_vs_alone, TARGET_HARNESS),
-              ("restart R vs floor", s.restart_vs_floor, TARGET_RESTART),
-              *((f"{w} vs {p}", s[f"{w}_vs_{p}"], TARGET_HARNESS) for w, p in WATCH_PAIRS)]  # fmt: skip
+    checks = [
+        ("harness vs alone", s.harness_vs_alone, TARGET_HARNESS),
+        ("restart R vs floor", s.restart_vs_floor, TARGET_RESTART),
+        *((f"{w} vs {p}", s[f"{w}_vs_{p}"], TARGET_HARNESS) for w, p in WATCH_PAIRS),
+    ]
     for name, ratio, target in checks:
         print(f"{name}: {ratio:.3f}x (target ≤ {target}x: {'met' if ratio <= target else 'NOT met'})")
     return 0
@@ -328,9 +368,11 @@ def plot(results: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    for ax, methods, title in [(axes[0], ["alone", "harness"], "torch-cnn wall time"),
-                               (axes[1], ["floor", "floor_optimizer", "restart"], "restart overhead R vs floor"),
-                               (axes[2], ["gs", "gs-proxy", "file", "file-polled"], "save watch (verify)")]:  # fmt: skip
+    for ax, methods, title in [
+        (axes[0], ["alone", "harness"], "torch-cnn wall time"),
+        (axes[1], ["floor", "floor_optimizer", "restart"], "restart overhead R vs floor"),
+        (axes[2], ["gs", "gs-proxy", "file", "file-polled"], "save watch (verify)"),
+    ]:
         data = [results.loc[results.method == m, "seconds"] for m in methods]
         ax.boxplot(data, tick_labels=methods)
         ax.set_title(title, fontsize=10)

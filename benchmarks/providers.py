@@ -30,10 +30,32 @@ PROFILES = ("gcp-spot", "gcp-preemptible", "gke", "aws-spot", "azure-spot")
 
 def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict:
     out = work / profile
-    cmd = [sys.executable, "-m", "spotsim.cli", "run", "--workload", "torch-cnn", "--provider", profile,
-           "--steps", str(args.steps), "--time-scale", str(args.k), "--interval", args.interval,
-           "--preempt-rate", str(args.rate), "--kill", args.kill,
-           "--restart-delay", "2m", "--seed", str(args.seed), "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "spotsim.cli",
+        "run",
+        "--workload",
+        "torch-cnn",
+        "--provider",
+        profile,
+        "--steps",
+        str(args.steps),
+        "--time-scale",
+        str(args.k),
+        "--interval",
+        args.interval,
+        "--preempt-rate",
+        str(args.rate),
+        "--kill",
+        args.kill,
+        "--restart-delay",
+        "2m",
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(out),
+    ]
     print(" ".join(cmd[2:]), flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:

@@ -89,7 +89,9 @@ def worker(direct: str, proxy: str, size_mib: int, repeats: int) -> None:
                 start = time.perf_counter()
                 restored = m.restore_latest()
                 restore_s = time.perf_counter() - start
-                if not all(np.array_equal(a, b) for a, b in zip(restored.state["layers"], state["layers"])):
+                layers = restored.state["layers"]
+                same = len(layers) == len(state["layers"])
+                if not same or not all(np.array_equal(a, b) for a, b in zip(layers, state["layers"], strict=True)):
                     raise SystemExit(f"VERIFICATION FAILED: {mode} restored different bytes")
                 del restored
                 for key in m.store.list():
@@ -102,8 +104,17 @@ def worker(direct: str, proxy: str, size_mib: int, repeats: int) -> None:
 def run_benchmark(args: argparse.Namespace, root: Path) -> tuple[pd.DataFrame, dict]:
     with FakeGcsServer(root) as emulator, FaultProxy(emulator.url, FaultSpec.parse("none")) as proxy:
         ensure_bucket(emulator.url, BUCKET)
-        command = [sys.executable, __file__, "--worker", emulator.url, proxy.url,
-                   "--size-mib", str(args.size_mib), "--repeats", str(args.repeats)]  # fmt: skip
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            emulator.url,
+            proxy.url,
+            "--size-mib",
+            str(args.size_mib),
+            "--repeats",
+            str(args.repeats),
+        ]
         rows, cpu_start = [], time.process_time()  # this process runs only the proxy (and reads the rows)
         with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT) as job:
             for line in job.stdout:
@@ -125,10 +136,14 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     both = pd.concat([per_repeat, total], ignore_index=True)
     both["ratio"] = both["proxy"] / both["direct"]
     summary = both.groupby("op").agg(
-        direct_s=("direct", "median"), proxy_s=("proxy", "median"), ratio=("ratio", "median"),
-        ratio_min=("ratio", "min"), ratio_max=("ratio", "max"), direct_best_s=("direct", "min"),
+        direct_s=("direct", "median"),
+        proxy_s=("proxy", "median"),
+        ratio=("ratio", "median"),
+        ratio_min=("ratio", "min"),
+        ratio_max=("ratio", "max"),
+        direct_best_s=("direct", "min"),
         proxy_best_s=("proxy", "min"),
-    )  # fmt: skip
+    )
     summary["best_ratio"] = summary["proxy_best_s"] / summary["direct_best_s"]
     return summary.reindex(["save", "restore", "save+restore"]).reset_index()
 
@@ -148,8 +163,8 @@ def print_summary(summary: pd.DataFrame, size_mib: int) -> None:
 
 def plot(results: pd.DataFrame, facts: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=False)
-    for ax, op in zip(axes, ("save", "restore")):
-        for mode, marker in zip(MODES, ("o", "s")):
+    for ax, op in zip(axes, ("save", "restore"), strict=True):
+        for mode, marker in zip(MODES, ("o", "s"), strict=True):
             rows = results[(results["op"] == op) & (results["mode"] == mode)].sort_values("repeat")
             ax.plot(rows["repeat"], rows["seconds"], marker=marker, label=mode)
         ax.set_ylim(bottom=0)

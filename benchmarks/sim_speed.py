@@ -9,6 +9,7 @@ repeats after one warm-up; writes ``reports/sim_speed.csv``.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import sys
@@ -25,6 +26,7 @@ TARGET_S = 1.0
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     job = Job(work_s=24 * 3600, checkpoint_s=60, restart_s=120)
     intervals = list(np.linspace(300, 7200, 50))
     schedule = parse_schedule("poisson", 0.5)

@@ -50,8 +50,8 @@ import pandas as pd
 from spotsim.clock import MIN_INTERVAL_OVER_SAVE
 from spotsim.cost import load_prices
 from spotsim.cost.prices import DEFAULT_MACHINE
+from spotsim.events import fold_attempts, read_events
 from spotsim.harness import RunConfig, run_live
-from spotsim.harness.runlog import read_events, split_attempts
 from spotsim.harness.summary import run_clock
 from spotsim.preemption import Sigkill, parse_schedule
 from spotsim.sim import Outcome, daly_interval, simulate
@@ -103,11 +103,18 @@ class Design:
 def main() -> int:
     args = parse_args()
     design = Design(
-        rate=args.rate, k=args.time_scale, steps=args.steps, step_sleep_s=args.step_sleep, step_event_s=args.step_event,
-        multipliers=tuple(float(v) for v in args.multipliers.split(",")), runs=args.runs,
-        calibration_runs=max(args.calibration_runs, PILOT_RUNS), pilot_interval_s=args.pilot_interval,
-        trials=args.trials, seed=args.seed,
-    )  # fmt: skip
+        rate=args.rate,
+        k=args.time_scale,
+        steps=args.steps,
+        step_sleep_s=args.step_sleep,
+        step_event_s=args.step_event,
+        multipliers=tuple(float(v) for v in args.multipliers.split(",")),
+        runs=args.runs,
+        calibration_runs=max(args.calibration_runs, PILOT_RUNS),
+        pilot_interval_s=args.pilot_interval,
+        trials=args.trials,
+        seed=args.seed,
+    )
     started, load_before = time.monotonic(), os.getloadavg()
     if args.from_runs:
         runs, interruptions = recorded_runs(args.from_runs)
@@ -119,16 +126,27 @@ def main() -> int:
     pilot = Calibration.from_summaries(calibration_rows["summary"][:PILOT_RUNS])
     intervals = sorted(runs.loc[runs["role"] == "live", "interval_s"].unique())
     job = calibration.job()
-    outcome = simulate(job, intervals, parse_schedule("poisson", design.rate), trials=design.trials,
-                       seed=design.seed, record_losses=True)  # fmt: skip
+    outcome = simulate(
+        job,
+        intervals,
+        parse_schedule("poisson", design.rate),
+        trials=design.trials,
+        seed=design.seed,
+        record_losses=True,
+    )
     table = compare(runs, interruptions, outcome, calibration, intervals, design)
     gaps = measure_gaps(runs, interruptions, outcome, calibration, intervals, design)
     context = {
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), "from_runs": args.from_runs,
-        "pilot": {"checkpoint_s": pilot.checkpoint_s, "daly_s": daly_interval(pilot.checkpoint_s, design.mean_uptime_s)},
-        "minutes": (time.monotonic() - started) / 60, "load": (load_before, os.getloadavg()),
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "from_runs": args.from_runs,
+        "pilot": {
+            "checkpoint_s": pilot.checkpoint_s,
+            "daly_s": daly_interval(pilot.checkpoint_s, design.mean_uptime_s),
+        },
+        "minutes": (time.monotonic() - started) / 60,
+        "load": (load_before, os.getloadavg()),
         "bucket_root": args.bucket_root,
-    }  # fmt: skip
+    }
     write_outputs(args.out, design, table, gaps, runs, interruptions, outcome, calibration, context)
     return 0
 
@@ -136,8 +154,12 @@ def main() -> int:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=70, help="live runs per interval")
-    parser.add_argument("--calibration-runs", type=int, default=14, help=f"separate runs the simulator is calibrated on "
-                        f"(the first {PILOT_RUNS} also place the intervals)")  # fmt: skip
+    parser.add_argument(
+        "--calibration-runs",
+        type=int,
+        default=14,
+        help=f"separate runs the simulator is calibrated on (the first {PILOT_RUNS} also place the intervals)",
+    )
     parser.add_argument("--rate", type=float, default=1800.0, help="preemptions per simulated hour")
     parser.add_argument("--time-scale", type=float, default=2.0, help="K")
     parser.add_argument("--steps", type=int, default=20_000, help="the job's steps (its work)")
@@ -148,11 +170,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=20_000, help="simulated trajectories per interval")
     parser.add_argument("--seed", type=int, default=7)
     default_root = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    parser.add_argument("--bucket-root", default=default_root, help="where the runs' file:// buckets live "
-                        "(tmpfs keeps the persist time, and so the bound on K, small)")  # fmt: skip
+    parser.add_argument(
+        "--bucket-root",
+        default=default_root,
+        help="where the runs' file:// buckets live (tmpfs keeps the persist time, and so the bound on K, small)",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
-    parser.add_argument("--from-runs", type=Path, help="re-analyse the runs recorded in this directory's "
-                        "sim_vs_live_runs.csv and sim_vs_live_interruptions.csv instead of running them (same settings)")  # fmt: skip
+    parser.add_argument(
+        "--from-runs",
+        type=Path,
+        help="re-analyse the runs recorded in this directory's "
+        "sim_vs_live_runs.csv and sim_vs_live_interruptions.csv instead of running them (same settings)",
+    )
     return parser.parse_args()
 
 
@@ -162,11 +191,17 @@ def recorded_runs(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = pd.read_csv(directory / "sim_vs_live_runs.csv", keep_default_na=False, na_values=[""])
     saves = runs["checkpoints"].clip(lower=1)
     runs["summary"] = [
-        {"step_time_s": r.step_time_s, "checkpoints": r.checkpoints, "checkpoint_blocking_s": r.checkpoint_s * n,
-         "checkpoint_persist_s": r.persist_s * n, "restart_overhead_s": r.restart_overhead_s,
-         "startup_s": r.startup_s, "final_step": r.final_step}
-        for r, n in zip(runs.itertuples(), saves)
-    ]  # fmt: skip
+        {
+            "step_time_s": r.step_time_s,
+            "checkpoints": r.checkpoints,
+            "checkpoint_blocking_s": r.checkpoint_s * n,
+            "checkpoint_persist_s": r.persist_s * n,
+            "restart_overhead_s": r.restart_overhead_s,
+            "startup_s": r.startup_s,
+            "final_step": r.final_step,
+        }
+        for r, n in zip(runs.itertuples(), saves, strict=False)
+    ]
     return runs, pd.read_csv(directory / "sim_vs_live_interruptions.csv")
 
 
@@ -198,9 +233,12 @@ def run_all(design: Design, work: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append(row)
         losses.extend(lost)
         live = sum(r["role"] == "live" for r in rows)
-        print(f"[{len(rows)}/{total}] {role:<11} τ {interval_s * 1000:6.1f} ms  seed {seed:<8} "
-              f"wall {row['sim_wall_s']:6.1f} s  preemptions {row['preemptions']:3d}  lost {row['lost_time_s']:6.3f} s  "
-              f"({row['wall_s']:.1f} s real; live {live}/{design.runs * len(design.multipliers)})", flush=True)  # fmt: skip
+        print(
+            f"[{len(rows)}/{total}] {role:<11} τ {interval_s * 1000:6.1f} ms  seed {seed:<8} "
+            f"wall {row['sim_wall_s']:6.1f} s  preemptions {row['preemptions']:3d}  lost {row['lost_time_s']:6.3f} s  "
+            f"({row['wall_s']:.1f} s real; live {live}/{design.runs * len(design.multipliers)})",
+            flush=True,
+        )
 
     total = design.calibration_runs + design.runs * len(design.multipliers)
     for i in range(PILOT_RUNS):
@@ -208,8 +246,11 @@ def run_all(design: Design, work: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     pilot = Calibration.from_summaries(r["summary"] for r in rows)
     daly = daly_interval(pilot.checkpoint_s, design.mean_uptime_s)
     intervals = [float(f"{daly * m:.3g}") for m in design.multipliers]
-    print(f"pilot C = {pilot.checkpoint_s * 1000:.3f} ms, M = {design.mean_uptime_s:g} s: Daly's interval "
-          f"{daly * 1000:.1f} ms; intervals {', '.join(f'{t * 1000:g}' for t in intervals)} ms", flush=True)  # fmt: skip
+    print(
+        f"pilot C = {pilot.checkpoint_s * 1000:.3f} ms, M = {design.mean_uptime_s:g} s: Daly's interval "
+        f"{daly * 1000:.1f} ms; intervals {', '.join(f'{t * 1000:g}' for t in intervals)} ms",
+        flush=True,
+    )
     spread = design.calibration_runs - PILOT_RUNS
     calibrate_in = [min(round((j + 0.5) * design.runs / spread), design.runs - 1) for j in range(spread)]
     for r in range(design.runs):
@@ -228,12 +269,18 @@ def live_run(design: Design, role: str, interval_s: float, seed: int, work: Path
     out, bucket = work / "runs" / name, work / "buckets" / name
     bucket.mkdir(parents=True)
     config = RunConfig(
-        command=design.command(), out=out, schedule=parse_schedule("poisson", design.rate), interval_s=interval_s,
-        kill=Sigkill(), time_scale=design.k, seed=seed, total_steps=design.steps,
+        command=design.command(),
+        out=out,
+        schedule=parse_schedule("poisson", design.rate),
+        interval_s=interval_s,
+        kill=Sigkill(),
+        time_scale=design.k,
+        seed=seed,
+        total_steps=design.steps,
         step_event_interval_s=design.step_event_s,
-    )  # fmt: skip
+    )
     outcome = run_live(config, MACHINE, bucket=bucket.as_uri())
-    summary = outcome.summary
+    summary = outcome.summary.to_dict()  # its rows are rebuilt from CSV as dicts too
     if outcome.crash or outcome.gave_up or not summary["completed"] or not summary["identity_holds"]:
         reason = outcome.crash or outcome.gave_up or summary["anomalies"] or "did not complete"
         raise SystemExit(f"run {name} failed: {reason} (see {out})")
@@ -250,65 +297,95 @@ def from_run_log(events_path: Path, config: RunConfig) -> tuple[list[dict], np.n
     the drawn lifetime) and the compute after the job's last step event (steps the kill leaves unreported); and
     every periodic checkpoint's persist time. All in simulated seconds."""
     events = read_events(events_path)
-    attempts, clock = split_attempts(events), run_clock(events, config.clock)
-    persist = [float(c.get("persist_s", 0.0)) * config.time_scale
-               for a in attempts for c in a.checkpoints if c.get("kind") == "periodic"]  # fmt: skip
+    attempts, clock = fold_attempts(events), run_clock(events, config.clock)
+    persist = [
+        float(c.get("persist_s", 0.0)) * config.time_scale
+        for a in attempts
+        for c in a.checkpoints
+        if c.get("kind") == "periodic"
+    ]
     found = []
-    for attempt, attempt_clock in zip(attempts, clock.attempts):
+    for attempt, attempt_clock in zip(attempts, clock.attempts, strict=False):
         if attempt.cause != "preempted" or not attempt.signals:
             continue
         signal_t = attempt.signals[0][0]
         phases = attempt_clock.phases(signal_t)
         computing = attempt.started and attempt.steps and phases["compute"].real_s > 0
         last_step_t = max([t for t, _ in attempt.steps if t <= signal_t] + [attempt_clock.start_t or signal_t])
-        found.append({
-            "attempt": attempt.attempt,
-            "overshoot_s": attempt_clock.uptime(signal_t) - attempt.preempt_at_s,
-            "unreported_s": (signal_t - last_step_t) * config.time_scale if computing else 0.0,
-        })  # fmt: skip
+        found.append(
+            {
+                "attempt": attempt.attempt,
+                "overshoot_s": attempt_clock.uptime(signal_t) - attempt.preempt_at_sim_s,
+                "unreported_s": (signal_t - last_step_t) * config.time_scale if computing else 0.0,
+            }
+        )
     return found, np.asarray(persist)
 
 
 def persist_quantiles(persist: np.ndarray) -> dict:
     """The simulator holds every checkpoint's persist at one calibrated value; the live ones vary."""
     quantiles = np.percentile(persist, (50, 90, 99, 100)) if persist.size else np.full(4, np.nan)
-    return dict(zip(("persist_p50_s", "persist_p90_s", "persist_p99_s", "persist_max_s"), quantiles))
+    return dict(zip(("persist_p50_s", "persist_p90_s", "persist_p99_s", "persist_max_s"), quantiles, strict=True))
 
 
 def run_row(role: str, interval_s: float, seed: int, summary: dict, kills: list[dict]) -> dict:
     phases = {name: p["sim_s"] for name, p in summary["clock"]["phases"].items()}
     saves = max(summary["checkpoints"], 1)
     return {
-        "role": role, "interval_s": interval_s, "seed": seed, "preemptions": summary["preemptions"],
-        "sim_wall_s": summary["sim_wall_s"], "wall_s": summary["wall_s"], "lost_steps": summary["lost_steps"],
-        "lost_time_s": summary["lost_time_s"], "final_step": summary["final_step"],
-        "step_time_s": summary["step_time_s"], "checkpoints": summary["checkpoints"],
-        "checkpoint_s": summary["checkpoint_blocking_s"] / saves, "persist_s": summary["checkpoint_persist_s"] / saves,
-        "restart_overhead_s": summary["restart_overhead_s"], "startup_s": summary["startup_s"],
+        "role": role,
+        "interval_s": interval_s,
+        "seed": seed,
+        "preemptions": summary["preemptions"],
+        "sim_wall_s": summary["sim_wall_s"],
+        "wall_s": summary["wall_s"],
+        "lost_steps": summary["lost_steps"],
+        "lost_time_s": summary["lost_time_s"],
+        "final_step": summary["final_step"],
+        "step_time_s": summary["step_time_s"],
+        "checkpoints": summary["checkpoints"],
+        "checkpoint_s": summary["checkpoint_blocking_s"] / saves,
+        "persist_s": summary["checkpoint_persist_s"] / saves,
+        "restart_overhead_s": summary["restart_overhead_s"],
+        "startup_s": summary["startup_s"],
         **{f"phase_{name}_s": seconds for name, seconds in phases.items()},
         "overshoot_s": np.mean([k["overshoot_s"] for k in kills]) if kills else np.nan,
         "unreported_s": np.mean([k["unreported_s"] for k in kills]) if kills else np.nan,
         "unreported_total_s": sum(k["unreported_s"] for k in kills),
-        "warnings": " | ".join(summary["warnings"]), "summary": summary,
-    }  # fmt: skip
+        "warnings": " | ".join(summary["warnings"]),
+        "summary": summary,
+    }
 
 
 def interruption_rows(role: str, interval_s: float, seed: int, summary: dict, kills: list[dict]) -> list[dict]:
     by_attempt = {k["attempt"]: k for k in kills}
     return [
-        {"role": role, "interval_s": interval_s, "seed": seed, "attempt": x["attempt"], "started": x["started"],
-         "lost_steps": x["lost_steps"], "lost_s": x["lost_steps"] * summary["step_time_s"],
-         "step_time_s": summary["step_time_s"],
-         **{key: by_attempt.get(x["attempt"], {}).get(key, np.nan) for key in ("overshoot_s", "unreported_s")}}
-        for x in summary["interruptions"] if x["cause"] == "preempted"
-    ]  # fmt: skip
+        {
+            "role": role,
+            "interval_s": interval_s,
+            "seed": seed,
+            "attempt": x["attempt"],
+            "started": x["started"],
+            "lost_steps": x["lost_steps"],
+            "lost_s": x["lost_steps"] * summary["step_time_s"],
+            "step_time_s": summary["step_time_s"],
+            **{key: by_attempt.get(x["attempt"], {}).get(key, np.nan) for key in ("overshoot_s", "unreported_s")},
+        }
+        for x in summary["interruptions"]
+        if x["cause"] == "preempted"
+    ]
 
 
 # -- comparison ------------------------------------------------------------------------
 
 
-def compare(runs: pd.DataFrame, interruptions: pd.DataFrame, outcome: Outcome, calibration: Calibration,
-            intervals: list[float], design: Design) -> pd.DataFrame:  # fmt: skip
+def compare(
+    runs: pd.DataFrame,
+    interruptions: pd.DataFrame,
+    outcome: Outcome,
+    calibration: Calibration,
+    intervals: list[float],
+    design: Design,
+) -> pd.DataFrame:
     """One row per interval: live means ± s.e., simulated means, relative errors, KS, and each target's verdict."""
     save_real_s = calibration.checkpoint_s + calibration.persist_s / design.k
     rows = []
@@ -325,31 +402,52 @@ def compare(runs: pd.DataFrame, interruptions: pd.DataFrame, outcome: Outcome, c
         clock_lost = (live["lost_time_s"] + live["unreported_total_s"]).mean()
         clock_each = (kills["lost_s"] + kills["unreported_s"]).to_numpy()
         clock_ks = ks_2samp(clock_each, outcome.losses_s[i])
-        rows.append({
-            "interval_s": tau, "real_interval_s": tau / design.k,
-            "bound_ratio": tau / design.k / (MIN_INTERVAL_OVER_SAVE * save_real_s),
-            "live_runs": len(live), "live_interruptions": len(each),
-            "live_wall_s": wall[0], "live_wall_stderr": wall[1], "sim_wall_s": sim_wall,
-            "wall_rel_error": rel(sim_wall, wall[0]),
-            "live_lost_s": lost[0], "live_lost_stderr": lost[1], "sim_lost_s": sim_lost,
-            "lost_rel_error": rel(sim_lost, lost[0]),
-            "live_lost_per_interruption_s": per_kill[0], "live_lost_per_interruption_stderr": per_kill[1],
-            "sim_lost_per_interruption_s": sim_per_kill, "lost_per_interruption_rel_error": rel(sim_per_kill, per_kill[0]),
-            "ks_statistic": ks[0], "ks_p": ks[1],
-            "live_clock_lost_s": clock_lost, "clock_lost_rel_error": rel(sim_lost, clock_lost),
-            "live_clock_lost_per_interruption_s": clock_each.mean(),
-            "clock_lost_per_interruption_rel_error": rel(sim_per_kill, clock_each.mean()),
-            "clock_ks_statistic": clock_ks[0], "clock_ks_p": clock_ks[1],
-            "wall_met": rel(sim_wall, wall[0]) <= TARGET_ERROR, "lost_met": rel(sim_lost, lost[0]) <= TARGET_ERROR,
-            "ks_met": ks[1] > KS_ALPHA, "wall_stderr_met": wall[1] <= TARGET_STDERR * wall[0],
-            "lost_stderr_met": lost[1] <= TARGET_STDERR * lost[0],
-            "lost_per_interruption_stderr_met": per_kill[1] <= TARGET_STDERR * per_kill[0],
-        })  # fmt: skip
+        rows.append(
+            {
+                "interval_s": tau,
+                "real_interval_s": tau / design.k,
+                "bound_ratio": tau / design.k / (MIN_INTERVAL_OVER_SAVE * save_real_s),
+                "live_runs": len(live),
+                "live_interruptions": len(each),
+                "live_wall_s": wall[0],
+                "live_wall_stderr": wall[1],
+                "sim_wall_s": sim_wall,
+                "wall_rel_error": rel(sim_wall, wall[0]),
+                "live_lost_s": lost[0],
+                "live_lost_stderr": lost[1],
+                "sim_lost_s": sim_lost,
+                "lost_rel_error": rel(sim_lost, lost[0]),
+                "live_lost_per_interruption_s": per_kill[0],
+                "live_lost_per_interruption_stderr": per_kill[1],
+                "sim_lost_per_interruption_s": sim_per_kill,
+                "lost_per_interruption_rel_error": rel(sim_per_kill, per_kill[0]),
+                "ks_statistic": ks[0],
+                "ks_p": ks[1],
+                "live_clock_lost_s": clock_lost,
+                "clock_lost_rel_error": rel(sim_lost, clock_lost),
+                "live_clock_lost_per_interruption_s": clock_each.mean(),
+                "clock_lost_per_interruption_rel_error": rel(sim_per_kill, clock_each.mean()),
+                "clock_ks_statistic": clock_ks[0],
+                "clock_ks_p": clock_ks[1],
+                "wall_met": rel(sim_wall, wall[0]) <= TARGET_ERROR,
+                "lost_met": rel(sim_lost, lost[0]) <= TARGET_ERROR,
+                "ks_met": ks[1] > KS_ALPHA,
+                "wall_stderr_met": wall[1] <= TARGET_STDERR * wall[0],
+                "lost_stderr_met": lost[1] <= TARGET_STDERR * lost[0],
+                "lost_per_interruption_stderr_met": per_kill[1] <= TARGET_STDERR * per_kill[0],
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def measure_gaps(runs: pd.DataFrame, interruptions: pd.DataFrame, outcome: Outcome, calibration: Calibration,
-                 intervals: list[float], design: Design) -> pd.DataFrame:  # fmt: skip
+def measure_gaps(
+    runs: pd.DataFrame,
+    interruptions: pd.DataFrame,
+    outcome: Outcome,
+    calibration: Calibration,
+    intervals: list[float],
+    design: Design,
+) -> pd.DataFrame:
     """Per interval, what the simulator assumes beside what the live runs measured, and the wall time split into
     components (simulated s per run) that add up to the wall time on each side."""
     job = calibration.job()
@@ -363,38 +461,58 @@ def measure_gaps(runs: pd.DataFrame, interruptions: pd.DataFrame, outcome: Outco
         useful = live["final_step"] * live["step_time_s"]
         sim_saves = outcome.checkpoints[i].mean() * job.checkpoint_s
         sim_restarts = outcome.wall_s[i].mean() - job.work_s - outcome.lost_s[i].mean() - sim_saves
-        rows.append({
-            "interval_s": tau,
-            "preemptions_live": live["preemptions"].mean(), "preemptions_sim": outcome.preemptions[i].mean(),
-            "checkpoints_live": live["checkpoints"].mean(), "checkpoints_sim": outcome.checkpoints[i].mean(),
-            "step_time_live_s": live["step_time_s"].mean(), "step_time_sim_s": job.step_s,
-            "restart_live_s": live["restart_overhead_s"].mean(), "restart_sim_s": job.restart_s,
-            "startup_live_s": live["startup_s"].mean(), "startup_sim_s": job.startup_s,
-            "checkpoint_live_s": live["checkpoint_s"].mean(), "checkpoint_sim_s": job.checkpoint_s,
-            "persist_live_s": live["persist_s"].mean(), "persist_sim_s": job.persist_s,
-            "overshoot_live_s": each["overshoot_s"].mean(), "unreported_live_s": each["unreported_s"].mean(),
-            "zero_loss_live": (each["lost_s"] == 0).mean(), "zero_loss_sim": (outcome.losses_s[i] == 0).mean(),
-            "past_interval_live": (each["lost_s"] > past).mean(), "past_interval_sim": (outcome.losses_s[i] > past).mean(),
-            "past_interval_clock": (each["lost_s"] + each["unreported_s"] > past).mean(),
-            "below_quarter_live": ((each["lost_s"] > 0) & (each["lost_s"] < tau / 4)).mean(),
-            "below_quarter_clock": ((each["lost_s"] > 0) & (each["lost_s"] + each["unreported_s"] < tau / 4)).mean(),
-            "below_quarter_sim": ((outcome.losses_s[i] > 0) & (outcome.losses_s[i] < tau / 4)).mean(),
-            "final_step": live["final_step"].median(),
-            "beyond_sim_window_live": beyond.mean(),
-            "persist_p50_live_s": live["persist_p50_s"].median(), "persist_p99_live_s": live["persist_p99_s"].median(),
-            "persist_max_live_s": live["persist_max_s"].max(),
-            **own_step_wall(runs, calibration, tau, design, live["sim_wall_s"].mean()),
-            # the wall time, component by component (simulated seconds per run)
-            "work_live_s": useful.mean(), "work_sim_s": job.work_s,
-            "lost_live_s": live["lost_time_s"].mean(), "lost_sim_s": outcome.lost_s[i].mean(),
-            "other_compute_live_s": (live["phase_compute_s"] - useful - live["lost_time_s"]).mean(),
-            "other_compute_sim_s": 0.0,
-            "checkpoint_blocking_live_s": live["phase_checkpoint_s"].mean(), "checkpoint_blocking_sim_s": sim_saves,
-            "startup_restarts_live_s": live["phase_startup_s"].mean(), "startup_restarts_sim_s": sim_restarts,
-            "not_simulated_live_s": live[[f"phase_{p}_s" for p in NOT_SIMULATED]].sum(axis=1).mean(),
-            "not_simulated_sim_s": 0.0,
-            "wall_live_s": live["sim_wall_s"].mean(), "wall_sim_s": outcome.wall_s[i].mean(),
-        })  # fmt: skip
+        rows.append(
+            {
+                "interval_s": tau,
+                "preemptions_live": live["preemptions"].mean(),
+                "preemptions_sim": outcome.preemptions[i].mean(),
+                "checkpoints_live": live["checkpoints"].mean(),
+                "checkpoints_sim": outcome.checkpoints[i].mean(),
+                "step_time_live_s": live["step_time_s"].mean(),
+                "step_time_sim_s": job.step_s,
+                "restart_live_s": live["restart_overhead_s"].mean(),
+                "restart_sim_s": job.restart_s,
+                "startup_live_s": live["startup_s"].mean(),
+                "startup_sim_s": job.startup_s,
+                "checkpoint_live_s": live["checkpoint_s"].mean(),
+                "checkpoint_sim_s": job.checkpoint_s,
+                "persist_live_s": live["persist_s"].mean(),
+                "persist_sim_s": job.persist_s,
+                "overshoot_live_s": each["overshoot_s"].mean(),
+                "unreported_live_s": each["unreported_s"].mean(),
+                "zero_loss_live": (each["lost_s"] == 0).mean(),
+                "zero_loss_sim": (outcome.losses_s[i] == 0).mean(),
+                "past_interval_live": (each["lost_s"] > past).mean(),
+                "past_interval_sim": (outcome.losses_s[i] > past).mean(),
+                "past_interval_clock": (each["lost_s"] + each["unreported_s"] > past).mean(),
+                "below_quarter_live": ((each["lost_s"] > 0) & (each["lost_s"] < tau / 4)).mean(),
+                "below_quarter_clock": (
+                    (each["lost_s"] > 0) & (each["lost_s"] + each["unreported_s"] < tau / 4)
+                ).mean(),
+                "below_quarter_sim": ((outcome.losses_s[i] > 0) & (outcome.losses_s[i] < tau / 4)).mean(),
+                "final_step": live["final_step"].median(),
+                "beyond_sim_window_live": beyond.mean(),
+                "persist_p50_live_s": live["persist_p50_s"].median(),
+                "persist_p99_live_s": live["persist_p99_s"].median(),
+                "persist_max_live_s": live["persist_max_s"].max(),
+                **own_step_wall(runs, calibration, tau, design, live["sim_wall_s"].mean()),
+                # the wall time, component by component (simulated seconds per run)
+                "work_live_s": useful.mean(),
+                "work_sim_s": job.work_s,
+                "lost_live_s": live["lost_time_s"].mean(),
+                "lost_sim_s": outcome.lost_s[i].mean(),
+                "other_compute_live_s": (live["phase_compute_s"] - useful - live["lost_time_s"]).mean(),
+                "other_compute_sim_s": 0.0,
+                "checkpoint_blocking_live_s": live["phase_checkpoint_s"].mean(),
+                "checkpoint_blocking_sim_s": sim_saves,
+                "startup_restarts_live_s": live["phase_startup_s"].mean(),
+                "startup_restarts_sim_s": sim_restarts,
+                "not_simulated_live_s": live[[f"phase_{p}_s" for p in NOT_SIMULATED]].sum(axis=1).mean(),
+                "not_simulated_sim_s": 0.0,
+                "wall_live_s": live["sim_wall_s"].mean(),
+                "wall_sim_s": outcome.wall_s[i].mean(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -412,8 +530,12 @@ def own_step_wall(runs: pd.DataFrame, calibration: Calibration, tau: float, desi
     step_s = float(own["step_time_s"].median())
     job = replace(calibration, step_s=step_s, work_s=design.steps * step_s).job()
     wall = simulate(job, [tau], parse_schedule("poisson", design.rate), trials=design.trials, seed=design.seed).wall_s
-    return {"calibration_runs_here": len(own), "step_time_here_s": step_s, "wall_sim_step_here_s": float(wall.mean()),
-            "wall_step_here_rel_error": rel(float(wall.mean()), live_wall_s)}  # fmt: skip
+    return {
+        "calibration_runs_here": len(own),
+        "step_time_here_s": step_s,
+        "wall_sim_step_here_s": float(wall.mean()),
+        "wall_step_here_rel_error": rel(float(wall.mean()), live_wall_s),
+    }
 
 
 def mean_se(values: pd.Series) -> tuple[float, float]:
@@ -446,8 +568,17 @@ def ks_2samp(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 # -- outputs -----------------------------------------------------------------------------
 
 
-def write_outputs(out: Path, design: Design, table: pd.DataFrame, gaps: pd.DataFrame, runs: pd.DataFrame,
-                  interruptions: pd.DataFrame, outcome: Outcome, calibration: Calibration, context: dict) -> None:  # fmt: skip
+def write_outputs(
+    out: Path,
+    design: Design,
+    table: pd.DataFrame,
+    gaps: pd.DataFrame,
+    runs: pd.DataFrame,
+    interruptions: pd.DataFrame,
+    outcome: Outcome,
+    calibration: Calibration,
+    context: dict,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "sim_vs_live.csv", index=False)
     runs.drop(columns="summary").to_csv(out / "sim_vs_live_runs.csv", index=False)
@@ -455,8 +586,11 @@ def write_outputs(out: Path, design: Design, table: pd.DataFrame, gaps: pd.DataF
     plot(table, interruptions, outcome, design, out / "sim_vs_live.png")
     verdicts = target_lines(table)
     (out / "sim_vs_live.md").write_text(markdown(design, table, gaps, runs, calibration, context, verdicts))
-    print(table.drop(columns=[c for c in table if c.endswith("_met")]).to_string(
-        index=False, float_format=lambda v: f"{v:.4g}"))  # fmt: skip
+    print(
+        table.drop(columns=[c for c in table if c.endswith("_met")]).to_string(
+            index=False, float_format=lambda v: f"{v:.4g}"
+        )
+    )
     print(f"calibration ({len(runs[runs['role'] == 'calibration'])} separate runs): {calibration}")
     print("\n".join(explain(gaps, table) + conclusions(gaps, table, design)))
     print("\n".join(verdicts))
@@ -465,30 +599,38 @@ def write_outputs(out: Path, design: Design, table: pd.DataFrame, gaps: pd.DataF
 def target_lines(table: pd.DataFrame) -> list[str]:
     """One "met"/"NOT met" line per target, each over every interval."""
     lines = []
-    for column, met, what in (
+    for column, _met, what in (
         ("wall_rel_error", "wall_met", f"simulated mean wall time within {TARGET_ERROR:.0%} of live"),
         ("lost_rel_error", "lost_met", f"simulated mean lost work per run within {TARGET_ERROR:.0%} of live"),
-        ("lost_per_interruption_rel_error", None, f"simulated mean lost work per interruption within {TARGET_ERROR:.0%}"),
-    ):  # fmt: skip
+        (
+            "lost_per_interruption_rel_error",
+            None,
+            f"simulated mean lost work per interruption within {TARGET_ERROR:.0%}",
+        ),
+    ):
         worst = table[column].max()
         lines.append(f"{what}: worst {worst:.1%} ({'met' if worst <= TARGET_ERROR else 'NOT met'})")
-    lines.append(f"per-interruption lost work, KS p > {KS_ALPHA}: lowest p {table['ks_p'].min():.3g} "
-                 f"({'met' if table['ks_met'].all() else 'NOT met'})")  # fmt: skip
+    lines.append(
+        f"per-interruption lost work, KS p > {KS_ALPHA}: lowest p {table['ks_p'].min():.3g} "
+        f"({'met' if table['ks_met'].all() else 'NOT met'})"
+    )
     for mean, stderr, what in (
         ("live_wall_s", "live_wall_stderr", "wall time per run"),
         ("live_lost_s", "live_lost_stderr", "lost work per run"),
         ("live_lost_per_interruption_s", "live_lost_per_interruption_stderr", "lost work per interruption"),
-    ):  # fmt: skip
+    ):
         worst = (table[stderr] / table[mean]).max()
-        lines.append(f"live s.e. of {what} ≤ {TARGET_STDERR:.0%}: worst {worst:.1%} "
-                     f"({'met' if worst <= TARGET_STDERR else 'NOT met'})")  # fmt: skip
+        lines.append(
+            f"live s.e. of {what} ≤ {TARGET_STDERR:.0%}: worst {worst:.1%} "
+            f"({'met' if worst <= TARGET_STDERR else 'NOT met'})"
+        )
     return lines
 
 
 def explain(gaps: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     """Each interval's gaps in words, every figure a measurement from the runs or the simulator."""
     lines = []
-    for g, t in zip(gaps.to_dict("records"), table.to_dict("records")):
+    for g, t in zip(gaps.to_dict("records"), table.to_dict("records"), strict=False):
         lines += [f"τ = {g['interval_s'] * 1000:g} ms: {line}" for line in (_wall_gap(g, t), _lost_gap(g, t))]
     return lines
 
@@ -497,10 +639,11 @@ def conclusions(gaps: pd.DataFrame, table: pd.DataFrame, design: Design) -> list
     """The gaps over all intervals, in three sentences of measurements."""
     longest = gaps.iloc[-1]
     slower = [
-        (g["step_time_live_s"] - longest["step_time_live_s"]) * g["final_step"]
+        (g["step_time_live_s"] - longest["step_time_live_s"])
+        * g["final_step"]
         / (g["checkpoints_live"] - longest["checkpoints_live"])
         for g in gaps.iloc[:-1].to_dict("records")
-    ]  # fmt: skip
+    ]
 
     def ms(column: str, scale: float = 1000) -> str:
         return ", ".join(f"{v * scale:.3g}" for v in gaps[column])
@@ -509,29 +652,35 @@ def conclusions(gaps: pd.DataFrame, table: pd.DataFrame, design: Design) -> list
         return ", ".join(f"{v:.1%}" for v in gaps[column])
 
     return [
-        (f"Wall time: the live step time falls as the interval grows ({ms('step_time_live_s')} ms at "
-         f"{ms('interval_s')} ms): the background persist slows the training loop, by "
-         f"{', '.join(f'{v * 1000:.2f}' for v in slower)} ms of simulated compute per checkpoint beyond those at "
-         f"{longest['interval_s'] * 1000:g} ms, against C = {gaps['checkpoint_sim_s'].iloc[0] * 1000:.3f} ms of "
-         f"blocking. The simulator has one step time ({gaps['step_time_sim_s'].iloc[0] * 1000:.3f} ms); with the "
-         f"step time of each interval's own calibration runs, its wall time is {pct('wall_step_here_rel_error')} from "
-         f"live (against {', '.join(f'{v:.1%}' for v in table['wall_rel_error'])}). It also has no term for SIGKILL "
-         f"to exit and the exit after done: {ms('not_simulated_live_s', 1)} s per run live."),
-        (f"Lost work per interruption: the live losses are spread wider than the simulated on both sides, which the KS "
-         f"test sees though the means agree within {table['lost_per_interruption_rel_error'].max():.1%}. Low side: "
-         f"(0, τ/4) holds {pct('below_quarter_live')} live vs {pct('below_quarter_sim')} simulated, because the kill "
-         f"leaves {ms('unreported_live_s')} ms of compute unreported (K × the harness's kill latency and the job's "
-         f"last step); counted, {pct('below_quarter_clock')}. High side: past τ + 2 steps {pct('past_interval_clock')} "
-         f"live (counted) vs {pct('past_interval_sim')} simulated: the simulator holds every checkpoint's persist at "
-         f"{gaps['persist_sim_s'].iloc[0] * 1000:.2f} ms while live ones have p99 {ms('persist_p99_live_s')} ms and "
-         f"max {ms('persist_max_live_s')} ms, so {pct('beyond_sim_window_live')} of live losses exceed anything the "
-         "simulator can lose."),
-        (f"Lost work per run = preemptions × lost per interruption: preemptions per run live ÷ simulated "
-         f"{', '.join(f'{g.preemptions_live / g.preemptions_sim:.3f}' for g in gaps.itertuples())} (they follow the "
-         f"wall time: a longer run is up longer at λ = {design.rate:g}/h), lifetime overshoot "
-         f"{ms('overshoot_live_s')} ms, killed while restarting {pct('zero_loss_live')} live vs "
-         f"{pct('zero_loss_sim')}."),
-    ]  # fmt: skip
+        (
+            f"Wall time: the live step time falls as the interval grows ({ms('step_time_live_s')} ms at "
+            f"{ms('interval_s')} ms): the background persist slows the training loop, by "
+            f"{', '.join(f'{v * 1000:.2f}' for v in slower)} ms of simulated compute per checkpoint beyond those at "
+            f"{longest['interval_s'] * 1000:g} ms, against C = {gaps['checkpoint_sim_s'].iloc[0] * 1000:.3f} ms of "
+            f"blocking. The simulator has one step time ({gaps['step_time_sim_s'].iloc[0] * 1000:.3f} ms); with the "
+            f"step time of each interval's own calibration runs, its wall time is {pct('wall_step_here_rel_error')} "
+            f"from live (against {', '.join(f'{v:.1%}' for v in table['wall_rel_error'])}). It also has no term for "
+            f"SIGKILL to exit and the exit after done: {ms('not_simulated_live_s', 1)} s per run live."
+        ),
+        (
+            "Lost work per interruption: the live losses are spread wider than the simulated on both sides, which the "
+            f"KS test sees though the means agree within {table['lost_per_interruption_rel_error'].max():.1%}. Low "
+            f"side: (0, τ/4) holds {pct('below_quarter_live')} live vs {pct('below_quarter_sim')} simulated, because "
+            f"the kill leaves {ms('unreported_live_s')} ms of compute unreported (K × the harness's kill latency and "
+            f"the job's last step); counted, {pct('below_quarter_clock')}. High side: past τ + 2 steps "
+            f"{pct('past_interval_clock')} live (counted) vs {pct('past_interval_sim')} simulated: the simulator holds "
+            f"every checkpoint's persist at {gaps['persist_sim_s'].iloc[0] * 1000:.2f} ms while live ones have p99 "
+            f"{ms('persist_p99_live_s')} ms and max {ms('persist_max_live_s')} ms, so "
+            f"{pct('beyond_sim_window_live')} of live losses exceed anything the simulator can lose."
+        ),
+        (
+            f"Lost work per run = preemptions × lost per interruption: preemptions per run live ÷ simulated "
+            f"{', '.join(f'{g.preemptions_live / g.preemptions_sim:.3f}' for g in gaps.itertuples())} (they follow the "
+            f"wall time: a longer run is up longer at λ = {design.rate:g}/h), lifetime overshoot "
+            f"{ms('overshoot_live_s')} ms, killed while restarting {pct('zero_loss_live')} live vs "
+            f"{pct('zero_loss_sim')}."
+        ),
+    ]
 
 
 def _wall_gap(g: dict, t: dict) -> str:
@@ -569,40 +718,98 @@ def _lost_gap(g: dict, t: dict) -> str:
     )
 
 
-def markdown(design: Design, table: pd.DataFrame, gaps: pd.DataFrame, runs: pd.DataFrame, calibration: Calibration,
-             context: dict, verdicts: list[str]) -> str:  # fmt: skip
-    shown = table[["interval_s", "real_interval_s", "bound_ratio", "live_runs", "live_interruptions", "live_wall_s",
-                   "live_wall_stderr", "sim_wall_s", "wall_rel_error", "live_lost_s", "live_lost_stderr", "sim_lost_s",
-                   "lost_rel_error", "live_lost_per_interruption_s", "live_lost_per_interruption_stderr",
-                   "sim_lost_per_interruption_s", "lost_per_interruption_rel_error", "ks_statistic", "ks_p"]]  # fmt: skip
+def markdown(
+    design: Design,
+    table: pd.DataFrame,
+    gaps: pd.DataFrame,
+    runs: pd.DataFrame,
+    calibration: Calibration,
+    context: dict,
+    verdicts: list[str],
+) -> str:
+    shown = table[
+        [
+            "interval_s",
+            "real_interval_s",
+            "bound_ratio",
+            "live_runs",
+            "live_interruptions",
+            "live_wall_s",
+            "live_wall_stderr",
+            "sim_wall_s",
+            "wall_rel_error",
+            "live_lost_s",
+            "live_lost_stderr",
+            "sim_lost_s",
+            "lost_rel_error",
+            "live_lost_per_interruption_s",
+            "live_lost_per_interruption_stderr",
+            "sim_lost_per_interruption_s",
+            "lost_per_interruption_rel_error",
+            "ks_statistic",
+            "ks_p",
+        ]
+    ]
     parts = [f"{p}_{side}_s" for p in WALL_PARTS for side in ("live", "sim")]
-    return "\n".join([
-        "# Simulator against live runs (phase-aware clock)", "",
-        *setting_lines(design, table, runs, context), "",
-        "## Calibration (medians of the calibration runs, simulated seconds)", "",
-        md_table(pd.DataFrame([asdict(calibration)]), ".5g"), "",
-        "## Results", "",
-        md_table(shown), "",
-        *[f"- {line}" for line in verdicts], "",
-        "## Gaps, measured", "",
-        *[f"- {line}" for line in conclusions(gaps, table, design)], "",
-        "Each side's wall time split into components (simulated s per run; live from the clock's phases):", "",
-        md_table(gaps[["interval_s", *parts]]), "",
-        GAP_LEGEND, "",
-        md_table(gaps.drop(columns=parts)), "",
-        *[f"- {line}" for line in explain(gaps, table)], "",
-        "Lost work on the clock (the summary's, plus the unreported compute) against the simulator:", "",
-        md_table(table[["interval_s", "live_clock_lost_s", "sim_lost_s", "clock_lost_rel_error",
-                        "live_clock_lost_per_interruption_s", "sim_lost_per_interruption_s",
-                        "clock_lost_per_interruption_rel_error", "clock_ks_statistic", "clock_ks_p"]]), "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "# Simulator against live runs (phase-aware clock)",
+            "",
+            *setting_lines(design, table, runs, context),
+            "",
+            "## Calibration (medians of the calibration runs, simulated seconds)",
+            "",
+            md_table(pd.DataFrame([asdict(calibration)]), ".5g"),
+            "",
+            "## Results",
+            "",
+            md_table(shown),
+            "",
+            *[f"- {line}" for line in verdicts],
+            "",
+            "## Gaps, measured",
+            "",
+            *[f"- {line}" for line in conclusions(gaps, table, design)],
+            "",
+            "Each side's wall time split into components (simulated s per run; live from the clock's phases):",
+            "",
+            md_table(gaps[["interval_s", *parts]]),
+            "",
+            GAP_LEGEND,
+            "",
+            md_table(gaps.drop(columns=parts)),
+            "",
+            *[f"- {line}" for line in explain(gaps, table)],
+            "",
+            "Lost work on the clock (the summary's, plus the unreported compute) against the simulator:",
+            "",
+            md_table(
+                table[
+                    [
+                        "interval_s",
+                        "live_clock_lost_s",
+                        "sim_lost_s",
+                        "clock_lost_rel_error",
+                        "live_clock_lost_per_interruption_s",
+                        "sim_lost_per_interruption_s",
+                        "clock_lost_per_interruption_rel_error",
+                        "clock_ks_statistic",
+                        "clock_ks_p",
+                    ]
+                ]
+            ),
+            "",
+        ]
+    )
 
 
 def setting_lines(design: Design, table: pd.DataFrame, runs: pd.DataFrame, context: dict) -> list[str]:
     """The command, the machine and the design, as the report's opening lines."""
     pilot, (before, after) = context["pilot"], context["load"]
     job = f"{' '.join(design.command()[:3])} {Path(design.command()[4]).relative_to(REPO_ROOT)}"
-    bound = ", ".join(f"{t * 1000:g} ms: {r:.2f}×" for t, r in zip(table["interval_s"], table["bound_ratio"]))
+    bound = ", ".join(
+        f"{t * 1000:g} ms: {r:.2f}×" for t, r in zip(table["interval_s"], table["bound_ratio"], strict=True)
+    )
     load = runs["load_1min"]
     if context["from_runs"]:
         command = context["command"].split(" --from-runs")[0]
@@ -613,28 +820,40 @@ def setting_lines(design: Design, table: pd.DataFrame, runs: pd.DataFrame, conte
     return [
         f"Command: `{command}`  ",
         f"Machine: {os.cpu_count()} cores (shared), {platform.platform()}, Python {platform.python_version()}.  ",
-        (f"Runs: {len(runs)} one at a time, {runs['wall_s'].sum() / 60:.1f} min of real run time; load average (1 min) "
-         f"at each run's end {load.mean():.2f} on average ({load.min():.2f}–{load.max():.2f}); {took}.  "),
+        (
+            f"Runs: {len(runs)} one at a time, {runs['wall_s'].sum() / 60:.1f} min of real run time; load average "
+            f"(1 min) at each run's end {load.mean():.2f} on average ({load.min():.2f}–{load.max():.2f}); {took}.  "
+        ),
         f"Buckets: file:// under {context['bucket_root'] or tempfile.gettempdir()}.",
         "",
         "## Design",
         "",
-        (f"- Job: `{job}`, {design.steps:,} steps, step events every {design.step_event_s * 1000:g} ms real (what "
-         "lost work is measured to); SIGKILL preemptions (no notice: the work since the last durable checkpoint is "
-         "lost)."),
-        (f"- K = {design.k:g}; λ = {design.rate:g}/h (M = {design.mean_uptime_s:g} simulated s); {design.runs} live "
-         "runs per interval, one at a time, intervals in rotating order."),
-        (f"- Intervals: Daly's interval for the pilot's C = {pilot['checkpoint_s'] * 1000:.3f} ms and M = "
-         f"{design.mean_uptime_s:g} s is {pilot['daly_s'] * 1000:.1f} ms; × "
-         f"{', '.join(f'{m:g}' for m in design.multipliers)} → "
-         f"{', '.join(f'{t * 1000:g}' for t in table['interval_s'])} ms (simulated)."),
-        (f"- Bound on K (real interval ≥ {MIN_INTERVAL_OVER_SAVE:g} × (C + persist), calibrated): real interval ÷ "
-         f"bound = {bound}; below 1× the bound is broken (the harness warns)."),
-        (f"- Simulator: {design.trials:,} trajectories per interval, calibrated only on "
-         f"{(runs['role'] == 'calibration').sum()} separate calibration runs (seeds from {CALIBRATION_SEED:,}; "
-         f"{PILOT_RUNS} pilot runs at {design.pilot_interval_s * 1000:g} ms, the rest at the intervals, spread among "
-         "the live runs)."),
-    ]  # fmt: skip
+        (
+            f"- Job: `{job}`, {design.steps:,} steps, step events every {design.step_event_s * 1000:g} ms real (what "
+            "lost work is measured to); SIGKILL preemptions (no notice: the work since the last durable checkpoint is "
+            "lost)."
+        ),
+        (
+            f"- K = {design.k:g}; λ = {design.rate:g}/h (M = {design.mean_uptime_s:g} simulated s); {design.runs} live "
+            "runs per interval, one at a time, intervals in rotating order."
+        ),
+        (
+            f"- Intervals: Daly's interval for the pilot's C = {pilot['checkpoint_s'] * 1000:.3f} ms and M = "
+            f"{design.mean_uptime_s:g} s is {pilot['daly_s'] * 1000:.1f} ms; × "
+            f"{', '.join(f'{m:g}' for m in design.multipliers)} → "
+            f"{', '.join(f'{t * 1000:g}' for t in table['interval_s'])} ms (simulated)."
+        ),
+        (
+            f"- Bound on K (real interval ≥ {MIN_INTERVAL_OVER_SAVE:g} × (C + persist), calibrated): real interval ÷ "
+            f"bound = {bound}; below 1× the bound is broken (the harness warns)."
+        ),
+        (
+            f"- Simulator: {design.trials:,} trajectories per interval, calibrated only on "
+            f"{(runs['role'] == 'calibration').sum()} separate calibration runs (seeds from {CALIBRATION_SEED:,}; "
+            f"{PILOT_RUNS} pilot runs at {design.pilot_interval_s * 1000:g} ms, the rest at the intervals, spread "
+            "among the live runs)."
+        ),
+    ]
 
 
 def md_table(frame: pd.DataFrame, fmt: str = ".4g") -> str:
@@ -659,7 +878,7 @@ def plot(table: pd.DataFrame, interruptions: pd.DataFrame, outcome: Outcome, des
         ("live_wall_s", "live_wall_stderr", "sim_wall_s", "wall time per run (simulated s)"),
         ("live_lost_s", "live_lost_stderr", "sim_lost_s", "lost work per run (simulated s)"),
     ]
-    for ax, (live, err, sim, label) in zip(axes, panels):
+    for ax, (live, err, sim, label) in zip(axes, panels, strict=False):
         ax.errorbar(table["interval_s"], table[live], yerr=table[err], fmt="o", capsize=3, label="live (mean ± s.e.)")
         ax.plot(table["interval_s"], table[sim], "s--", label="simulated, calibrated on other runs")
         ax.set_xscale("log")
@@ -670,12 +889,20 @@ def plot(table: pd.DataFrame, interruptions: pd.DataFrame, outcome: Outcome, des
     ax = axes[2]
     for i, row in enumerate(table.to_dict("records")):
         tau = row["interval_s"]
-        live = np.sort(interruptions.loc[(interruptions["role"] == "live") & (interruptions["interval_s"] == tau),
-                                         "lost_s"].to_numpy())  # fmt: skip
+        live = np.sort(
+            interruptions.loc[
+                (interruptions["role"] == "live") & (interruptions["interval_s"] == tau), "lost_s"
+            ].to_numpy()
+        )
         sim = np.sort(outcome.losses_s[i])
         color = f"C{i}"
-        ax.step(live / tau, np.arange(1, live.size + 1) / live.size, where="post", color=color,
-                label=f"{tau * 1000:g} ms: KS p = {row['ks_p']:.2g}")  # fmt: skip
+        ax.step(
+            live / tau,
+            np.arange(1, live.size + 1) / live.size,
+            where="post",
+            color=color,
+            label=f"{tau * 1000:g} ms: KS p = {row['ks_p']:.2g}",
+        )
         ax.plot(sim / tau, np.arange(1, sim.size + 1) / sim.size, "--", color=color, alpha=0.7)
     ax.set_xlabel("lost work per interruption ÷ τ (solid live, dashed simulated)")
     ax.set_ylabel("cumulative share")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
+import itertools
 import json
 import os
 import platform
@@ -115,17 +116,23 @@ def soak(backend: str, uri: str, endpoint: str, args: argparse.Namespace) -> dic
 
     def progress(result) -> None:
         if result.kills % 50 == 0:
-            print(f"{backend}: {result.kills}/{args.kills} kills, {result.steps_committed} commits, "
-                  f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
+            print(
+                f"{backend}: {result.kills}/{args.kills} kills, {result.steps_committed} commits, "
+                f"{time.monotonic() - started:.0f} s",
+                flush=True,
+            )
 
     result = torture(uri, endpoint, kills=args.kills, size_mib=args.size_mib, seed=args.seed, progress=progress)
     return {
-        "backend": backend, "size_mib": args.size_mib, "kills": result.kills,
-        "resumes_checked": result.resumes_checked, "steps_committed": result.steps_committed,
+        "backend": backend,
+        "size_mib": args.size_mib,
+        "kills": result.kills,
+        "resumes_checked": result.resumes_checked,
+        "steps_committed": result.steps_committed,
         "resumed_newer_than_reported": result.resumed_newer_than_reported,
         "mean_save_cycle_s": round(statistics.mean(result.cycle_s), 3) if result.cycle_s else None,
         "wall_s": round(time.monotonic() - started, 1),
-    }  # fmt: skip
+    }
 
 
 # -- under storage faults ----------------------------------------------------------
@@ -211,26 +218,38 @@ def fault_soak(uri: str, proxy: FaultProxy, args: argparse.Namespace) -> dict:
                 tally["checkpoint_failures"] += 1
         last_attempted += 1  # the save it was killed in may have committed
         marks = [t for t, printed in worker.lines if printed.startswith(("resumed", "committed", "failed"))]
-        gaps = [b - a for a, b in zip(marks, marks[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(marks)]
         cycle = sum(gaps) / len(gaps) if gaps else cycle * 1.5
         cycles.append(cycle)
         if tally["kills"] % 50 == 0:
-            print(f"gs+faults: {tally['kills']}/{args.kills} kills, {tally['steps_committed']} commits, "
-                  f"{dict(proxy.counts)} faults, {time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
+            print(
+                f"gs+faults: {tally['kills']}/{args.kills} kills, {tally['steps_committed']} commits, "
+                f"{dict(proxy.counts)} faults, {time.monotonic() - started:.0f} s",
+                flush=True,
+            )
     final = _Worker(uri, proxy.url, args.size_mib, "directory")
     if (line := final.resumed()) is not None:
         _check(line, last_committed, last_attempted, tally)
     final.kill()
     return {
-        "backend": "gs", "size_mib": args.size_mib, "kills": tally["kills"], "resumes_checked": tally["resumes"],
-        "steps_committed": tally["steps_committed"], "resumed_newer_than_reported": tally["newer"],
+        "backend": "gs",
+        "size_mib": args.size_mib,
+        "kills": tally["kills"],
+        "resumes_checked": tally["resumes"],
+        "steps_committed": tally["steps_committed"],
+        "resumed_newer_than_reported": tally["newer"],
         "mean_save_cycle_s": round(statistics.mean(cycles), 3) if cycles else None,
-        "wall_s": round(time.monotonic() - started, 1), "storage_faults": proxy.spec.describe(),
-        "requests": proxy.requests, **{f"injected_{kind}": proxy.counts[kind] for kind in FAULT_KINDS},
-        "retries": tally["retries"], "checkpoint_failures": tally["checkpoint_failures"],
-        "restore_errors": tally["restore_errors"], "partial_or_mixed": tally["partial_or_mixed"],
-        "lost": tally["lost"], "unexplained": tally["unexplained"],
-    }  # fmt: skip
+        "wall_s": round(time.monotonic() - started, 1),
+        "storage_faults": proxy.spec.describe(),
+        "requests": proxy.requests,
+        **{f"injected_{kind}": proxy.counts[kind] for kind in FAULT_KINDS},
+        "retries": tally["retries"],
+        "checkpoint_failures": tally["checkpoint_failures"],
+        "restore_errors": tally["restore_errors"],
+        "partial_or_mixed": tally["partial_or_mixed"],
+        "lost": tally["lost"],
+        "unexplained": tally["unexplained"],
+    }
 
 
 def _check(line: str, last_committed: int, last_attempted: int, tally: collections.Counter) -> int:

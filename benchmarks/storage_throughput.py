@@ -46,9 +46,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
@@ -86,9 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,4,16,64,256,1024", help="comma list of object sizes in MiB")
     parser.add_argument(
-        "--repeats", type=int, default=5,
+        "--repeats",
+        type=int,
+        default=5,
         help=f"timed repeats per size and method; sizes >= {FEWER_REPEATS_FROM_MIB} MiB get max(1, repeats-1)",
-    )  # fmt: skip
+    )
     parser.add_argument("--workers", type=int, default=8, help="spotsim TransferOptions.workers")
     parser.add_argument("--part-size-mib", type=int, default=32, help="spotsim TransferOptions.part_size in MiB")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports", help="output directory")
@@ -170,9 +172,13 @@ def timed(action: Callable[[], None]) -> float:
 
 def row(size_mib: int, method: str, direction: str, repeat: int, seconds: float) -> dict:
     return {
-        "size_mib": size_mib, "method": method, "direction": direction,
-        "repeat": repeat, "seconds": seconds, "mib_per_s": size_mib / seconds,
-    }  # fmt: skip
+        "size_mib": size_mib,
+        "method": method,
+        "direction": direction,
+        "repeat": repeat,
+        "seconds": seconds,
+        "mib_per_s": size_mib / seconds,
+    }
 
 
 def measure(method: Method, size_mib: int, repeat: int, src: Path, dst: Path, expected: str) -> list[dict]:
@@ -255,13 +261,15 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     medians = results.pivot_table(
         index=["size_mib", "direction"], columns="method", values="mib_per_s", aggfunc="median"
     )
-    summary = pd.DataFrame({
-        "spotsim_mib_per_s": medians["spotsim"],
-        "plain_mib_per_s": medians["plain"],
-        "composite_mib_per_s": medians["spotsim-composite"],
-        "local_copy_mib_per_s": medians["local-copy"],
-        "ratio": medians["spotsim"] / medians["plain"],
-    }).reset_index()  # fmt: skip
+    summary = pd.DataFrame(
+        {
+            "spotsim_mib_per_s": medians["spotsim"],
+            "plain_mib_per_s": medians["plain"],
+            "composite_mib_per_s": medians["spotsim-composite"],
+            "local_copy_mib_per_s": medians["local-copy"],
+            "ratio": medians["spotsim"] / medians["plain"],
+        }
+    ).reset_index()
     summary["direction"] = pd.Categorical(summary["direction"], DIRECTIONS)
     return summary.sort_values(["size_mib", "direction"]).reset_index(drop=True)
 
@@ -289,7 +297,7 @@ def print_summary(summary: pd.DataFrame) -> None:
 def plot(results: pd.DataFrame, facts: dict, path: Path) -> None:
     stats = results.groupby(["direction", "method", "size_mib"])["mib_per_s"].agg(["median", "min", "max"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=False)
-    for ax, direction in zip(axes, DIRECTIONS):
+    for ax, direction in zip(axes, DIRECTIONS, strict=True):
         for method in METHODS:
             s = stats.loc[(direction, method)]
             yerr = [s["median"] - s["min"], s["max"] - s["median"]]

@@ -1,6 +1,6 @@
 """Cost against checkpoint interval on each recorded spot trace, with the simulator.
 
-For every trace under ``../shared/data/spot-traces/`` (or ``--traces DIR``):
+For every recorded trace shipped in ``spotsim/preemption/traces/`` (or under ``--traces DIR``):
 24 h of work with C = 60 s, R = 120 s, a 2-minute restart delay and SIGKILL
 preemptions replayed from the trace (capacity gaps waited, not billed), over
 intervals from 5 min to 4 h. Writes ``reports/trace_replay.csv`` (one row per
@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from spotsim.cost import load_prices
-from spotsim.preemption import parse_schedule
-from spotsim.sim import Job, simulate, summarise
+from spotsim.preemption import TRACES_DIR, parse_schedule
+from spotsim.sim import Job, simulate, summarize
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INTERVALS_MIN = [5, 10, 15, 30, 45, 60, 90, 120, 180, 240]
@@ -28,7 +28,7 @@ INTERVALS_MIN = [5, 10, 15, 30, 45, 60, 90, 120, 180, 240]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--traces", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "spot-traces")
+    parser.add_argument("--traces", type=Path, default=TRACES_DIR, help="folder of trace files [the shipped ones]")
     parser.add_argument("--machine", default="aws-p3.2xlarge")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
     args = parser.parse_args()
@@ -43,7 +43,7 @@ def main() -> int:
         # A replay is deterministic: one trajectory per interval says it all.
         outcome = simulate(job, intervals, parse_schedule(f"trace:{path}", 0), trials=1)
         name = str(path.relative_to(args.traces))
-        for row in summarise(outcome, job, intervals, machine.on_demand_usd_per_hour, machine.spot_usd_per_hour):
+        for row in summarize(outcome, job, intervals, machine):
             rows.append({"trace": name, **row})
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -65,8 +65,9 @@ def plot(table: pd.DataFrame, path: Path, machine: str) -> None:
     fig, ax = plt.subplots(figsize=(10, 5.5))
     for trace, rows in table.groupby("trace"):
         ax.plot(rows["interval_s"] / 60, rows["spot_cost_usd_mean"], marker=".", lw=1, label=trace.split("/")[-1])
-    ax.plot(table["interval_s"].unique() / 60, table.groupby("interval_s")["on_demand_cost_usd"].first(), "k--",
-            lw=1.5, label="on-demand, uninterrupted")  # fmt: skip
+    intervals_min = table["interval_s"].unique() / 60
+    on_demand = table.groupby("interval_s")["on_demand_cost_usd"].first()
+    ax.plot(intervals_min, on_demand, "k--", lw=1.5, label="on-demand, uninterrupted")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("checkpoint interval (min)")

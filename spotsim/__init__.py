@@ -15,16 +15,24 @@ from typing import TYPE_CHECKING
 from spotsim.checkpoint import CheckpointManager, PreemptionWatcher
 from spotsim.errors import SpotsimError
 from spotsim.storage import Store, open_store
+from spotsim.version import __version__
 
 if TYPE_CHECKING:
     from spotsim.api import RunResult, VerifyResult, run, verify
 
-__version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointManager", "PreemptionWatcher", "RunResult", "SpotsimError", "Store", "VerifyResult", "__version__",
-    "open_store", "run", "verify",
-]  # fmt: skip
+    "CheckpointManager",
+    "PreemptionWatcher",
+    "RunResult",
+    "SpotsimError",
+    "Store",
+    "VerifyResult",
+    "__version__",
+    "open_store",
+    "run",
+    "verify",
+]
 
 _API = frozenset({"RunResult", "VerifyResult", "run", "verify"})
 

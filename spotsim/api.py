@@ -17,7 +17,6 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from spotsim.cost import load_prices
 from spotsim.cost.prices import DEFAULT_MACHINE
@@ -25,6 +24,7 @@ from spotsim.durations import parse_duration
 from spotsim.errors import InvalidOption, SpotsimError
 from spotsim.harness.config import RunConfig
 from spotsim.harness.live import run_live
+from spotsim.harness.summary import RunSummary
 from spotsim.harness.verdict import Kill, Resume, RunCheck, Verdict
 from spotsim.harness.verify import VerifyConfig
 from spotsim.harness.verify import verify as verify_job
@@ -96,38 +96,51 @@ class VerifyResult:
 
 @dataclass(frozen=True)
 class RunResult:
-    """What :func:`run` measured (``summary``, as in ``summary.json``) and where it wrote it (``out``)."""
+    """What :func:`run` measured (``summary``; ``summary.to_dict()`` is ``summary.json``) and where it wrote it
+    (``out``)."""
 
-    summary: dict[str, Any]
+    summary: RunSummary
     out: Path
     crash: SpotsimError | None  # why the run gave up after ``max_crashes`` crashes (a JobCrashed), or None
 
     @property
     def completed(self) -> bool:
-        return bool(self.summary["completed"])
+        return self.summary.accounting.completed
 
     @property
     def final_step(self) -> int:
-        return int(self.summary["final_step"])
+        return self.summary.accounting.final_step
 
     @property
     def preemptions(self) -> int:
-        return int(self.summary["preemptions"])
+        return self.summary.accounting.preemptions
 
     @property
     def lost_steps(self) -> int:
         """Steps computed again after interruptions (the summary's lost work)."""
-        return int(self.summary["lost_steps"])
+        return self.summary.accounting.lost_steps
 
 
 def verify(
-    command: Command, *, out: str | os.PathLike[str] | None = None, preemptions: int = 3, kills_per_run: int = 2,
-    kill: str = "sigkill", interval: Duration | None = None, interval_steps: int | None = None,
-    provider: str = "gcp-spot", notice: Duration | None = None, grace: Duration | None = None, seed: int = 0,
+    command: Command,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    preemptions: int = 3,
+    kills_per_run: int = 2,
+    kill: str = "sigkill",
+    interval: Duration | None = None,
+    interval_steps: int | None = None,
+    provider: str = "gcp-spot",
+    notice: Duration | None = None,
+    grace: Duration | None = None,
+    seed: int = 0,
     kill_steps: str | Sequence[str] | None = None,
-    artifact: str | None = None, bucket: str | None = None, emulator_url: str | None = None,
-    attempt_timeout: Duration | None = None, local_disk: str = "wipe",
-) -> VerifyResult:  # fmt: skip
+    artifact: str | None = None,
+    bucket: str | None = None,
+    emulator_url: str | None = None,
+    attempt_timeout: Duration | None = None,
+    local_disk: str = "wipe",
+) -> VerifyResult:
     """Prove ``command`` resumes bit-exactly, as ``spotsim verify`` does; the options are its options.
 
     Args:
@@ -149,32 +162,60 @@ def verify(
         EmulatorError: the emulator could not be started or reached.
     """
     config = VerifyConfig(
-        command=_command(command), out=Path(), runs=preemptions, kills_per_run=kills_per_run,
-        kill=KillMode.parse(kill), seed=seed, artifact=artifact, bucket=bucket,
-        interval_s=_seconds(interval, "interval"), interval_steps=interval_steps,
+        command=_command(command),
+        out=Path(),
+        runs=preemptions,
+        kills_per_run=kills_per_run,
+        kill=KillMode.parse(kill),
+        seed=seed,
+        artifact=artifact,
+        bucket=bucket,
+        interval_s=_seconds(interval, "interval"),
+        interval_steps=interval_steps,
         provider=_provider(provider, notice, grace, None),
         kill_plans=(kill_steps,) if isinstance(kill_steps, str) else tuple(kill_steps or ()),
-        attempt_timeout_s=_seconds(attempt_timeout, "attempt_timeout"), local_disk=local_disk,
+        attempt_timeout_s=_seconds(attempt_timeout, "attempt_timeout"),
+        local_disk=local_disk,
         emulator_url=emulator_url,
-    )  # fmt: skip
+    )
     config = dataclasses.replace(config, out=_out(out, "spotsim-verify-out-"))  # made only once the options are valid
-    on_run = lambda name: log.info("verify %s: running %s", config.out, name)
+
+    def on_run(name: str) -> None:
+        log.info("verify %s: running %s", config.out, name)
+
     verdict = verify_job(config, load_prices().machine(DEFAULT_MACHINE), on_run=on_run)
     return VerifyResult(verdict, config.out)
 
 
 def run(
-    command: Command, *, interval: Duration | None = None, interval_steps: int | None = None,
-    preempt_rate: float = 0.0, schedule: str = "poisson", trace_invert: bool = False, kill: str = "sigterm",
-    provider: str = "gcp-spot", notice: Duration | None = None, grace: Duration | None = None,
-    rebalance_lead: Duration | None = None, restart_delay: Duration = 0.0, time_scale: float = 1.0,
+    command: Command,
+    *,
+    interval: Duration | None = None,
+    interval_steps: int | None = None,
+    preempt_rate: float = 0.0,
+    schedule: str = "poisson",
+    trace_invert: bool = False,
+    kill: str = "sigterm",
+    provider: str = "gcp-spot",
+    notice: Duration | None = None,
+    grace: Duration | None = None,
+    rebalance_lead: Duration | None = None,
+    restart_delay: Duration = 0.0,
+    time_scale: float = 1.0,
     work: Duration | None = None,
-    steps: int | None = None, startup: Duration | None = None, seed: int = 0, max_preemptions: int | None = None,
-    max_crashes: int = 3, attempt_timeout: Duration | None = None,
-    local_disk: str = "wipe", bucket: str | None = None, storage_faults: str | None = None,
-    machine: str = DEFAULT_MACHINE, prices: str | os.PathLike[str] | None = None,
+    steps: int | None = None,
+    startup: Duration | None = None,
+    seed: int = 0,
+    max_preemptions: int | None = None,
+    max_crashes: int = 3,
+    attempt_timeout: Duration | None = None,
+    local_disk: str = "wipe",
+    bucket: str | None = None,
+    storage_faults: str | None = None,
+    machine: str = DEFAULT_MACHINE,
+    prices: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
-) -> RunResult:  # fmt: skip
+) -> RunResult:
     """Run ``command`` under preemptions and measure what they cost, as ``spotsim run`` does.
 
     Durations are simulated seconds; give ``interval`` and/or ``interval_steps``. Training compute runs at
@@ -193,15 +234,24 @@ def run(
             bucket, or a schedule under which no attempt lives long enough to compute a step.
     """
     config = RunConfig(
-        command=_command(command), out=Path(),
+        command=_command(command),
+        out=Path(),
         schedule=parse_schedule(schedule, preempt_rate, trace_invert=trace_invert),
-        interval_s=_seconds(interval, "interval"), interval_steps=interval_steps, kill=KillMode.parse(kill),
+        interval_s=_seconds(interval, "interval"),
+        interval_steps=interval_steps,
+        kill=KillMode.parse(kill),
         provider=_provider(provider, notice, grace, rebalance_lead),
-        restart_delay_s=_seconds(restart_delay, "restart_delay"),
-        time_scale=time_scale, work_s=_seconds(work, "work"), total_steps=steps, startup_s=_seconds(startup, "startup"),
-        seed=seed, max_preemptions=max_preemptions, max_crashes=max_crashes,
-        attempt_timeout_s=_seconds(attempt_timeout, "attempt_timeout"), local_disk=local_disk,
-    )  # fmt: skip
+        restart_delay_s=_seconds(restart_delay, "restart_delay") or 0.0,
+        time_scale=time_scale,
+        work_s=_seconds(work, "work"),
+        total_steps=steps,
+        startup_s=_seconds(startup, "startup"),
+        seed=seed,
+        max_preemptions=max_preemptions,
+        max_crashes=max_crashes,
+        attempt_timeout_s=_seconds(attempt_timeout, "attempt_timeout"),
+        local_disk=local_disk,
+    )
     chosen = load_prices(prices).machine(machine)
     config = dataclasses.replace(config, out=_out(out, "spotsim-run-"))
     faults = FaultSpec.parse(storage_faults) if storage_faults is not None else None
@@ -225,9 +275,11 @@ def _command(command: Command) -> tuple[str, ...]:
 
 def _provider(name: str, notice: Duration | None, grace: Duration | None, rebalance_lead: Duration | None):
     return parse_provider(
-        name, notice_s=_seconds(notice, "notice"), grace_s=_seconds(grace, "grace"),
+        name,
+        notice_s=_seconds(notice, "notice"),
+        grace_s=_seconds(grace, "grace"),
         rebalance_lead_s=_seconds(rebalance_lead, "rebalance_lead"),
-    )  # fmt: skip
+    )
 
 
 def _seconds(value: Duration | None, what: str) -> float | None:

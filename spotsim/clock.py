@@ -39,10 +39,22 @@ import math
 from dataclasses import dataclass, field
 
 from spotsim.errors import InvalidOption
+from spotsim.events import (
+    CHECKPOINT,
+    CHECKPOINT_FAILED,
+    CHECKPOINT_START,
+    DONE,
+    EXIT,
+    LAUNCH,
+    RESTART_DELAY,
+    SIGNAL,
+    START,
+    STEP,
+)
 
 PHASES = ("startup", "compute", "checkpoint", "notice", "after_done", "restart_delay", "capacity_wait")
 MIN_INTERVAL_OVER_SAVE = 10.0
-_COMPUTE_STARTS = ("start", "step", "checkpoint", "done")
+_COMPUTE_STARTS = (START, STEP, CHECKPOINT, DONE)
 
 
 @dataclass(frozen=True)
@@ -86,31 +98,32 @@ class AttemptClock:
         kind, t = event["event"], float(event["t"])
         if kind in _COMPUTE_STARTS and self.start_t is None:
             self.start_t = t
-        if kind == "checkpoint_start" and self.open_save is None:
+        if kind == CHECKPOINT_START and self.open_save is None:
             self.open_save = t  # a deadline must not fall inside a save only because the clock ran at K
-        elif kind in ("checkpoint", "checkpoint_failed"):
+        elif kind in (CHECKPOINT, CHECKPOINT_FAILED):
             self.open_save = None
-        if kind == "checkpoint":
+        if kind == CHECKPOINT:
             self.blocking.append((t, float(event.get("blocking_s") or 0.0)))
-        elif kind in ("done", "signal") and self.stop_t is None:
-            self.stop_t, self.stop_phase = t, "after_done" if kind == "done" else "notice"
-        elif kind == "exit":
+        elif kind in (DONE, SIGNAL) and self.stop_t is None:
+            self.stop_t, self.stop_phase = t, "after_done" if kind == DONE else "notice"
+        elif kind == EXIT:
             self.exit_t = t
 
     def phases(self, at: float) -> dict[str, PhaseTime]:
         """Real and simulated seconds of each phase from launch up to real time ``at``."""
         end = min(at, self.exit_t) if self.exit_t is not None else at
-        started = self.start_t is not None and self.start_t <= end
-        start = self.start_t if started else end
+        start, started = end, False
+        if self.start_t is not None and self.start_t <= end:
+            start, started = self.start_t, True
         stop = min(self.stop_t, end) if self.stop_t is not None and self.stop_t <= end else end
         stop = max(stop, start)
         blocked = sum(_overlap(t - seconds, t, start, stop) for t, seconds in self.blocking)
         if self.open_save is not None:
             blocked += _overlap(self.open_save, end, start, stop)
         startup_real = max(0.0, start - self.launch_t)
-        startup_sim = startup_real if self.clock.startup_s is None else (
-            self.clock.startup_s if started else min(startup_real, self.clock.startup_s)
-        )  # fmt: skip
+        startup_sim = startup_real
+        if self.clock.startup_s is not None:
+            startup_sim = self.clock.startup_s if started else min(startup_real, self.clock.startup_s)
         compute_real = max(0.0, stop - start - blocked)
         tail = max(0.0, end - stop)
         return {
@@ -153,11 +166,11 @@ class RunClock:
 
     def apply(self, event: dict) -> None:
         kind, t = event["event"], float(event["t"])
-        if kind == "launch":
+        if kind == LAUNCH:
             if self.waits and self.waits[-1].until_t is None:
                 self.waits[-1].until_t = t
             self.attempts.append(AttemptClock(self.clock, t))
-        elif kind == "restart_delay" and self.attempts:
+        elif kind == RESTART_DELAY and self.attempts:
             ended = self.attempts[-1].exit_t or t
             self.waits.append(
                 _Wait(ended, None, float(event.get("delay_s") or 0), float(event.get("capacity_wait_s") or 0))
@@ -224,55 +237,62 @@ class Scale:
 
 
 def choose_scale(
-    work_s: float, *, step_s: float, steps: int, save_s: float, interval_s: float | None, can_add_steps: bool
+    work_s: float,
+    *,
+    step_real_s: float,
+    steps: int,
+    save_real_s: float,
+    interval_s: float | None,
+    can_add_steps: bool,
 ) -> Scale:
     """K = work ÷ (steps × real step time), bounded by the real interval ≥ 10 × (blocking + persist).
 
-    When the bound binds, a built-in workload (``can_add_steps``) runs more
+    ``work_s`` and ``interval_s`` are simulated; the step and one save's blocking + persist time are
+    what the probe measured. When the bound binds, a built-in workload (``can_add_steps``) runs more
     steps at the largest valid K; any other job cannot stand for that much work.
 
     Raises:
         InvalidOption: the bound cannot be met; the line names the largest valid K
             and the shortest valid interval.
     """
-    if not (math.isfinite(step_s) and step_s > 0):
-        raise InvalidOption(f"cannot choose K: the measured step time is {step_s!r} s")
-    k = work_s / (steps * step_s)
-    k_max = interval_s / (MIN_INTERVAL_OVER_SAVE * save_s) if interval_s is not None and save_s > 0 else math.inf
-    detail = f"{steps:,} steps of {step_s * 1000:.3g} ms"
+    if not (math.isfinite(step_real_s) and step_real_s > 0):
+        raise InvalidOption(f"cannot choose K: the measured step time is {step_real_s!r} s")
+    k = work_s / (steps * step_real_s)
+    k_max = math.inf
+    if interval_s is not None and save_real_s > 0:
+        k_max = interval_s / (MIN_INTERVAL_OVER_SAVE * save_real_s)
+    detail = f"{steps:,} steps of {step_real_s * 1000:.3g} ms"
     if k <= k_max:
-        unchecked = (
-            "; no save was seen while measuring, so the interval bound is unchecked"
-            if save_s <= 0 and interval_s is not None
-            else ""
-        )
-        return Scale(k, steps, f"K = {k:,.0f}: {_hours(work_s)} of work in {detail} (≈ {steps * step_s:,.0f} s real)"
-                               f"{unchecked}")  # fmt: skip
-    why = f"the real interval stays ≥ {MIN_INTERVAL_OVER_SAVE:g} × one save's measured {save_s * 1000:.3g} ms"
+        unchecked = ""
+        if save_real_s <= 0 and interval_s is not None:
+            unchecked = "; no save was seen while measuring, so the interval bound is unchecked"
+        real = f"≈ {steps * step_real_s:,.0f} s real"
+        return Scale(k, steps, f"K = {k:,.0f}: {_hours(work_s)} of work in {detail} ({real}){unchecked}")
+    why = f"the real interval stays ≥ {MIN_INTERVAL_OVER_SAVE:g} × one save's measured {save_real_s * 1000:.3g} ms"
     if can_add_steps:
-        more = math.ceil(work_s / (k_max * step_s))
-        k = work_s / (more * step_s)
-        return Scale(k, more, f"K = {k:,.0f}, bounded so {why}: {_hours(work_s)} of work in {more:,} steps of "
-                              f"{step_s * 1000:.3g} ms (≈ {more * step_s:,.0f} s real)")  # fmt: skip
-    shortest = MIN_INTERVAL_OVER_SAVE * save_s * k
+        more = math.ceil(work_s / (k_max * step_real_s))
+        k = work_s / (more * step_real_s)
+        longer = f"{more:,} steps of {step_real_s * 1000:.3g} ms (≈ {more * step_real_s:,.0f} s real)"
+        return Scale(k, more, f"K = {k:,.0f}, bounded so {why}: {_hours(work_s)} of work in {longer}")
+    shortest = MIN_INTERVAL_OVER_SAVE * save_real_s * k
     raise InvalidOption(
         f"--work {_hours(work_s)} needs K = {k:,.0f} for {detail}, but at --interval {interval_s:g}s K may be at most "
         f"{k_max:,.0f} ({why}); use --interval ≥ {shortest:,.0f}s, less --work, or a job with more steps"
     )
 
 
-def check_interval_bound(interval_s: float | None, k: float, save_s: float | None) -> str | None:
+def check_interval_bound(interval_s: float | None, k: float, save_real_s: float | None) -> str | None:
     """For an explicit ``--time-scale``: the line saying the bound is broken, or None."""
-    if interval_s is None or not save_s:
+    if interval_s is None or not save_real_s:
         return None
-    real = interval_s / k
-    if real >= MIN_INTERVAL_OVER_SAVE * save_s:
+    interval_real_s = interval_s / k
+    if interval_real_s >= MIN_INTERVAL_OVER_SAVE * save_real_s:
         return None
-    k_max = interval_s / (MIN_INTERVAL_OVER_SAVE * save_s)
+    k_max = interval_s / (MIN_INTERVAL_OVER_SAVE * save_real_s)
     return (
-        f"the real checkpoint interval {real * 1000:.3g} ms is under {MIN_INTERVAL_OVER_SAVE:g} × one save's "
-        f"{save_s * 1000:.3g} ms: saves crowd the run; use K ≤ {k_max:,.0f} or --interval ≥ "
-        f"{MIN_INTERVAL_OVER_SAVE * save_s * k:,.0f}s"
+        f"the real checkpoint interval {interval_real_s * 1000:.3g} ms is under {MIN_INTERVAL_OVER_SAVE:g} × one "
+        f"save's {save_real_s * 1000:.3g} ms: saves crowd the run; use K ≤ {k_max:,.0f} or --interval ≥ "
+        f"{MIN_INTERVAL_OVER_SAVE * save_real_s * k:,.0f}s"
     )
 
 

@@ -1,4 +1,4 @@
-"""``spotsim demo``: the storage layer end to end on the embedded emulator.
+"""``spotsim storage-demo``: the storage layer end to end on the embedded emulator.
 
 Shows the three properties checkpointing relies on: large objects move fast
 and byte-exact, a commit object has exactly one winner among racing writers,
@@ -26,8 +26,8 @@ MiB = 1 << 20
 
 
 def run_demo(console: Console, *, size_mib: int, root: Path | None) -> None:
-    with tempfile.TemporaryDirectory(prefix="spotsim-demo-") as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory(prefix="spotsim-demo-") as scratch_dir:
+        scratch = Path(scratch_dir)
         emulator_root = root.absolute() if root else scratch / "emulator"
         source = _random_file(scratch / "source.bin", size_mib)
         table = Table(title=f"spotsim storage demo — fake-gcs-server at 127.0.0.1, data in {emulator_root}")
@@ -76,11 +76,8 @@ def _plain_client_round_trip(console: Console, table: Table, url: str, source: P
 
 def _commit_race(console: Console, table: Table, store) -> None:
     writers = 16
-    with console.status(f"{writers} writers racing to create one commit object…"):
-        with ThreadPoolExecutor(writers) as pool:
-            won = list(
-                pool.map(lambda i: store.create_if_absent("demo/COMMIT", f"writer {i}".encode()), range(writers))
-            )
+    with console.status(f"{writers} writers racing to create one commit object…"), ThreadPoolExecutor(writers) as pool:
+        won = list(pool.map(lambda i: store.create_if_absent("demo/COMMIT", f"writer {i}".encode()), range(writers)))
     winner = won.index(True) if won.count(True) == 1 else None
     stored = store.get_bytes("demo/COMMIT").decode()
     ok = winner is not None and stored == f"writer {winner}"

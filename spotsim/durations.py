@@ -24,7 +24,7 @@ def parse_duration(text: str, what: str) -> float:
         InvalidOption: not a number with an optional unit, or not finite.
     """
     text = text.strip()
-    factor = UNITS.get(text[-1:], None)
+    factor = UNITS.get(text[-1:])
     number = text[:-1] if factor else text
     try:
         value = float(number) * (factor or 1.0)
@@ -33,3 +33,15 @@ def parse_duration(text: str, what: str) -> float:
     if not math.isfinite(value):
         raise InvalidOption(f"{what} {text!r} is not finite")
     return value
+
+
+def parse_durations(text: str, what: str) -> tuple[float, ...]:
+    """Seconds from a comma-separated list such as ``5m,15m,1h``; at least one.
+
+    Raises:
+        InvalidOption: an empty list, or an item that is not a duration.
+    """
+    values = tuple(parse_duration(item, what) for item in text.split(",") if item.strip())
+    if not values:
+        raise InvalidOption(f"{what} needs one or more durations, got {text!r}")
+    return values

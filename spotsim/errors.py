@@ -64,10 +64,6 @@ class CorruptCheckpoint(CheckpointError, ValueError):
     """A checkpoint's objects are missing, truncated, fail their checksums, or are malformed."""
 
 
-class CheckpointNotFound(CheckpointError, FileNotFoundError):
-    """No complete checkpoint exists where one was required."""
-
-
 class InvalidOption(SpotsimError, ValueError):
     """A command-line or configuration value out of range (a zero interval, a NaN rate…)."""
 

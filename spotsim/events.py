@@ -1,17 +1,381 @@
-"""The run log: JSON-lines events shared by training jobs and the harness.
+"""The run log's contract: every event a training job or the harness writes, the writer, and the one fold.
 
-One object per line, each with ``"t"`` (unix time) and ``"event"``. Lines are
-appended with a single ``write`` on an ``O_APPEND`` descriptor, so the lines of
-a job and of the harness interleave whole, never torn.
+A run log is JSON lines, one object per line, each with ``"t"`` and ``"event"``. A training job appends its
+own events to ``SPOTSIM_EVENTS`` (:class:`EventLog`); the harness checks each one against the schema
+(:func:`job_event_problem`) and copies the valid ones into the run's ``events.jsonl`` next to its own.
+:func:`fold_attempts` turns that log into one :class:`AttemptRecord` per attempt, the one reading of the
+log that the summary, ``spotsim verify`` and the timeline share. The schema below has one ``TypedDict``
+per event kind; :data:`JOB_EVENTS` and :data:`HARNESS_EVENTS` say who writes which.
+
+Lines are appended with a single ``write`` on an ``O_APPEND`` descriptor, so the lines of a job and of the
+harness interleave whole, never torn.
+
+Real and simulated seconds: events carry real time. ``t`` is unix time and a duration is real seconds
+(:data:`RealSeconds`: ``blocking_s``, ``persist_s``, ``down_s``), except the few fields that log the
+simulated run's own settings, typed :data:`SimSeconds` (``launch``'s ``preempt_at_s`` and
+``capacity_wait_s``, ``restart_delay``'s ``delay_s`` and ``capacity_wait_s``, ``notice``'s ``notice_s``).
+The clock, the summary and the simulator speak simulated seconds. Outside the run log, a duration in real
+seconds is named ``*_real_s``, and a simulated one that could be taken for a real one ``*_sim_s``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import threading
 import time
+import types
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NewType, NotRequired, TypedDict, Union, cast, get_args, get_origin, get_type_hints
+
+log = logging.getLogger(__name__)
+
+Step = NewType("Step", int)  # a whole number ≥ 0
+UnixTime = NewType("UnixTime", float)
+RealSeconds = NewType("RealSeconds", float)  # a duration ≥ 0, real
+SimSeconds = NewType("SimSeconds", float)  # a duration ≥ 0 on the run's simulated clock
+
+# -- event names: written by the training job ---------------------------------------------------------------
+
+START = "start"
+STEP = "step"
+CHECKPOINT_START = "checkpoint_start"
+CHECKPOINT = "checkpoint"
+CHECKPOINT_FAILED = "checkpoint_failed"
+DONE = "done"
+PREEMPTION_NOTICE = "preemption_notice"
+PREEMPTION_APPROVAL = "preemption_approval"
+REBALANCE_RECOMMENDATION = "rebalance_recommendation"
+
+# -- event names: written by the harness --------------------------------------------------------------------
+
+RUN = "run"
+LAUNCH = "launch"
+REBALANCE = "rebalance"
+NOTICE = "notice"
+SIGNAL = "signal"
+METADATA_REQUEST = "metadata_request"
+STORAGE_FAULT = "storage_fault"
+STORAGE_OUTAGE = "storage_outage"
+MALFORMED = "malformed"
+STOP = "stop"
+EXIT = "exit"
+RESTART_DELAY = "restart_delay"
+INTERRUPTED = "interrupted"
+
+
+class Event(TypedDict):
+    t: UnixTime
+    event: str
+
+
+# -- the job's events ---------------------------------------------------------------------------------------
+
+
+class StartEvent(Event):
+    """The job is up: it restored ``resumed_step``, or starts afresh (null). Ends the start-up phase."""
+
+    attempt: NotRequired[int]
+    resumed_step: NotRequired[Step | None]
+
+
+class StepEvent(Event):
+    """Progress: ``step`` steps are complete (throttled; the last one before a save or exit is always written)."""
+
+    step: Step
+
+
+class CheckpointStartEvent(Event):
+    """A synchronous save began: the clock counts it at 1× until its ``checkpoint`` or ``checkpoint_failed``."""
+
+    step: NotRequired[Step]
+    kind: NotRequired[str]
+
+
+class CheckpointEvent(Event):
+    """A save committed: ``step`` is visible to the next attempt. ``kind``: periodic, emergency or final."""
+
+    step: Step
+    kind: NotRequired[str]
+    blocking_s: NotRequired[RealSeconds]  # the training loop waited this long
+    persist_s: NotRequired[RealSeconds]  # from the snapshot to the commit
+    bytes: NotRequired[int]
+    retries: NotRequired[int]
+
+
+class CheckpointFailedEvent(Event):
+    """A save did not commit; ``skipped``: a periodic save given up while the bucket was unreachable."""
+
+    step: NotRequired[Step]
+    kind: NotRequired[str]
+    error: NotRequired[str]
+    retries: NotRequired[int]
+    skipped: NotRequired[bool]
+
+
+class DoneEvent(Event):
+    """The job finished at ``step``: it is never preempted or relaunched after this."""
+
+    step: Step
+
+
+class PreemptionNoticeEvent(Event):
+    """The job's :class:`~spotsim.checkpoint.watcher.PreemptionWatcher` caught a signal or a metadata notice."""
+
+    reason: NotRequired[str]
+    cloud: NotRequired[str]
+    deadline: NotRequired[UnixTime]
+
+
+class PreemptionApprovalEvent(Event):
+    """The job approved Azure's Preempt event after its emergency checkpoint."""
+
+    cloud: NotRequired[str]
+    event_id: NotRequired[str]
+    accepted: NotRequired[bool]
+
+
+class RebalanceRecommendationEvent(Event):
+    """The job saw AWS's rebalance recommendation (``notice_time``: the cloud's own time of it)."""
+
+    cloud: NotRequired[str]
+    notice_time: NotRequired[UnixTime | None]
+
+
+# -- the harness's events -----------------------------------------------------------------------------------
+
+
+class RunEvent(Event):
+    """The first line of a run log."""
+
+    run_id: str
+    command: list[str]
+    time_scale: float
+
+
+class LaunchEvent(Event):
+    """An attempt starts on a fresh VM, with its drawn lifetime (simulated uptime, or a kill point)."""
+
+    attempt: int
+    preempt_at_s: SimSeconds | None
+    preempt_at_step: Step | None
+    kill_point: str | None
+    capacity_wait_s: SimSeconds
+    hard_stop: bool  # the provider's uptime cap, not a preemption, ends this VM
+
+
+class RebalanceEvent(Event):
+    """AWS's rebalance recommendation went out on the metadata server."""
+
+    attempt: int
+    notice_t: UnixTime
+    step: Step | None
+
+
+class NoticeEvent(Event):
+    """t0 of a noticed preemption: the provider's notice went out on the metadata server."""
+
+    attempt: int
+    provider: str
+    cloud: str
+    notice_s: SimSeconds
+    deadline_t: UnixTime  # when the SIGTERM is due
+    step: Step | None
+
+
+class SignalEvent(Event):
+    """The harness signalled the attempt's process group (``write``: the save write a kill inside a save held)."""
+
+    attempt: int
+    signal: str
+    step: Step | None
+    in_save: bool
+    write: NotRequired[str]
+    approved: NotRequired[bool]
+
+
+class MetadataRequestEvent(Event):
+    """One request the job made to the metadata server; ``notice``: its answer carried the preemption notice."""
+
+    attempt: int
+    cloud: str
+    method: str
+    path: str
+    status: int
+    notice: bool
+
+
+class StorageFaultEvent(Event):
+    """The fault proxy injected a fault into one of the job's storage requests."""
+
+    attempt: int
+    fault: str
+    method: str
+    path: str
+
+
+class StorageOutageEvent(Event):
+    """The emulator died and the harness restarted it (or failed to: ``restarted`` false, with the ``error``)."""
+
+    attempt: int
+    cause: str
+    down_since: UnixTime
+    restarted: bool
+    down_s: NotRequired[RealSeconds]
+    error: NotRequired[str]
+
+
+class MalformedEvent(Event):
+    """A line of the job's events that broke the contract, and why."""
+
+    attempt: int
+    problem: str
+
+
+class StopEvent(Event):
+    """The harness stopped the attempt for a reason other than a preemption."""
+
+    attempt: int
+    reason: str
+    step: NotRequired[Step | None]
+
+
+class ExitEvent(Event):
+    """The attempt's process exited; ``cause``: done, preempted, crash, timeout, storage_outage or interrupted."""
+
+    attempt: int
+    exit_code: int
+    cause: str
+
+
+class RestartDelayEvent(Event):
+    """The wait for the next VM: its boot (``delay_s``) and a replayed trace's capacity wait."""
+
+    attempt: int
+    delay_s: SimSeconds
+    capacity_wait_s: SimSeconds
+
+
+class InterruptedEvent(Event):
+    """Ctrl-C ended the run during this attempt."""
+
+    attempt: int
+
+
+JOB_EVENTS: dict[str, type[Event]] = {
+    START: StartEvent,
+    STEP: StepEvent,
+    CHECKPOINT_START: CheckpointStartEvent,
+    CHECKPOINT: CheckpointEvent,
+    CHECKPOINT_FAILED: CheckpointFailedEvent,
+    DONE: DoneEvent,
+    PREEMPTION_NOTICE: PreemptionNoticeEvent,
+    PREEMPTION_APPROVAL: PreemptionApprovalEvent,
+    REBALANCE_RECOMMENDATION: RebalanceRecommendationEvent,
+}
+HARNESS_EVENTS: dict[str, type[Event]] = {
+    RUN: RunEvent,
+    LAUNCH: LaunchEvent,
+    REBALANCE: RebalanceEvent,
+    NOTICE: NoticeEvent,
+    SIGNAL: SignalEvent,
+    METADATA_REQUEST: MetadataRequestEvent,
+    STORAGE_FAULT: StorageFaultEvent,
+    STORAGE_OUTAGE: StorageOutageEvent,
+    MALFORMED: MalformedEvent,
+    STOP: StopEvent,
+    EXIT: ExitEvent,
+    RESTART_DELAY: RestartDelayEvent,
+    INTERRUPTED: InterruptedEvent,
+}
+SCHEMA: dict[str, type[Event]] = JOB_EVENTS | HARNESS_EVENTS
+
+# -- validation ---------------------------------------------------------------------------------------------
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_VALUES: dict[object, tuple[Callable[[Any], bool], str]] = {  # each field type: its check, and how a problem names it
+    Step: (lambda v: _is_whole(v) and v >= 0, "a whole number ≥ 0"),
+    RealSeconds: (lambda v: _is_number(v) and v >= 0, "a duration ≥ 0"),
+    SimSeconds: (lambda v: _is_number(v) and v >= 0, "a duration ≥ 0"),
+    UnixTime: (_is_number, "a unix time"),
+    float: (_is_number, "a number"),
+    int: (_is_whole, "a whole number"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    str: (lambda v: isinstance(v, str), "text"),
+    type(None): (lambda v: v is None, "null"),
+}
+
+
+def _fields(schema: type[Event]) -> dict[str, tuple[object, bool]]:
+    """Each field of an event kind: (its type, whether it is required)."""
+    fields = {}
+    for key, hint in get_type_hints(schema, include_extras=True).items():
+        optional = get_origin(hint) is NotRequired
+        fields[key] = (get_args(hint)[0] if optional else hint, not optional)
+    return fields
+
+
+_FIELDS = {name: _fields(schema) for name, schema in SCHEMA.items()}
+
+
+def _conforms(value: object, kind: object) -> bool:
+    if get_origin(kind) in (Union, types.UnionType):
+        return any(_conforms(value, k) for k in get_args(kind))
+    if get_origin(kind) is list:
+        (item,) = get_args(kind)
+        return isinstance(value, list) and all(_conforms(v, item) for v in value)
+    return _VALUES[kind][0](value)
+
+
+def _describe(kind: object) -> str:
+    if get_origin(kind) in (Union, types.UnionType):
+        return " or ".join(_describe(k) for k in get_args(kind))
+    if get_origin(kind) is list:
+        return f"a list of {_describe(get_args(kind)[0])}"
+    return _VALUES[kind][1]
+
+
+def event_problem(event: object) -> str | None:
+    """Why ``event`` breaks the schema (None when it conforms).
+
+    Every event needs a name and a numeric ``t``; a known kind needs its required fields, and every field
+    it declares that is present must hold its declared type. Other fields, and kinds the schema does not
+    know (a job's own events), pass unread.
+    """
+    if not isinstance(event, dict):
+        return "not a JSON object"
+    name, t = event.get("event"), event.get("t")
+    if not isinstance(name, str):
+        return 'no "event" name'
+    if not _is_number(t):
+        return f'{name} event without a numeric "t"'
+    for key, (kind, required) in _FIELDS.get(name, {}).items():
+        if (key in event or required) and not _conforms(event.get(key), kind):
+            return f'{name} event whose "{key}" is not {_describe(kind)}: {event.get(key)!r}'
+    return None
+
+
+def job_event_problem(event: object) -> str | None:
+    """Why an event a training job wrote breaks the contract (None when it is valid): the schema's
+    reasons, or a harness event's name, which only the harness may write."""
+    if isinstance(event, dict) and event.get("event") in HARNESS_EVENTS:
+        return f"{event['event']} is a harness event: a job may not write it"
+    return event_problem(event)
+
+
+# -- the writer ---------------------------------------------------------------------------------------------
 
 
 class EventLog:
@@ -52,7 +416,7 @@ class EventLog:
     def emit(self, event: str, **fields: object) -> None:
         self.write({"t": time.time(), "event": event, **fields})
 
-    def write(self, event: dict) -> None:
+    def write(self, event: Mapping[str, object]) -> None:
         """Append one event as it is, in a single ``write`` (the harness copies a job's events this way)."""
         line = json.dumps(event, allow_nan=False) + "\n"
         with self._lock:
@@ -64,7 +428,7 @@ class EventLog:
         now = time.monotonic()
         if force or now - self._last_step_time >= self._step_interval_s:
             if step != self._last_written_step or force:
-                self.emit("step", step=step)
+                self.emit(STEP, step=step)
                 self._last_written_step = step
             self._last_step_time = now
 
@@ -74,7 +438,7 @@ class EventLog:
         The first step after a resume marks the end of the restart overhead, so it
         must be written when it happens, not a throttle interval later.
         """
-        self.emit("step", step=step)
+        self.emit(STEP, step=step)
         self.last_step = self._last_written_step = step
 
     def flush_step(self) -> None:
@@ -87,3 +451,147 @@ class EventLog:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+# -- the reader and the fold --------------------------------------------------------------------------------
+
+
+@dataclass
+class AttemptRecord:
+    """Everything the run log says about one attempt. Times are unix seconds and durations real seconds,
+    except the ``*_sim_s`` fields, which the harness logged on the simulated clock."""
+
+    attempt: int
+    launch_t: float
+    preempt_at_sim_s: float | None = None  # the drawn lifetime: the VM's simulated uptime at its preemption
+    exit_t: float | None = None
+    exit_code: int | None = None
+    cause: str | None = None
+    resumed_step: int | None = None
+    started: bool = False
+    steps: list[tuple[float, int]] = field(default_factory=list)
+    checkpoints: list[CheckpointEvent] = field(default_factory=list)
+    signals: list[tuple[float, str]] = field(default_factory=list)
+    kill: dict | None = None  # the notice or first signal event: when, at which step, inside a save or not
+    notice_t: float | None = None  # the provider's notice went out (metadata), t0 of a noticed preemption
+    notice_seen_t: float | None = None  # the job's first metadata request whose answer carried the notice
+    rebalance_t: float | None = None  # AWS's rebalance recommendation went out
+    metadata_times: list[float] = field(default_factory=list)  # the job's requests to the metadata server
+    failed_saves: list[CheckpointFailedEvent] = field(default_factory=list)  # the job's checkpoint_failed events
+    storage_faults: list[str] = field(default_factory=list)  # faults the proxy injected during the attempt
+    storage_outages: list[StorageOutageEvent] = field(default_factory=list)  # the emulator died and was restarted
+    hard_stop: bool = False  # the provider's uptime cap ended this VM
+    malformed: list[str] = field(default_factory=list)  # job events that broke the contract
+    stops: list[str] = field(default_factory=list)  # why the harness stopped it other than a preemption
+    done_step: int | None = None
+    delay_sim_s: float = 0.0  # the restart delay after this attempt
+    capacity_wait_sim_s: float = 0.0  # a replayed trace's capacity wait after this attempt
+
+    @property
+    def first_step(self) -> int:
+        """The step this attempt started from (0 for a fresh start)."""
+        return self.resumed_step or 0
+
+    @property
+    def last_step(self) -> int:
+        """The highest step this attempt reported (step, checkpoint and done events all report one)."""
+        reported = [s for _, s in self.steps] + [c["step"] for c in self.checkpoints if isinstance(c.get("step"), int)]
+        return max([self.first_step, *reported, *([self.done_step] if isinstance(self.done_step, int) else [])])
+
+    @property
+    def preempted_t(self) -> float | None:
+        """t0 of a preemption: the provider's notice, or the first signal when there was none."""
+        return self.notice_t or (self.signals[0][0] if self.signals else None)
+
+    @property
+    def without_notice(self) -> bool:
+        """Preempted by a SIGKILL with no notice before it (``--kill sigkill``)."""
+        return self.notice_t is None and bool(self.signals) and self.signals[0][1] == "SIGKILL"
+
+    @property
+    def metadata_requests(self) -> int:
+        return len(self.metadata_times)
+
+    @property
+    def first_progress_t(self) -> float | None:
+        """When the first step beyond the resumed one completed: the end of the restart overhead."""
+        return next((t for t, s in self.steps if s > self.first_step), None)
+
+
+def _parse_line(line: bytes | str) -> dict | None:
+    """One event, or None for a line that is not a JSON object with an ``event`` (logged, skipped)."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        log.warning("skipping a run-log line that is not JSON: %.80r", line)
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        log.warning("skipping a run-log line without an event name: %.80r", line)
+        return None
+    return event
+
+
+def read_events(path: Path) -> list[dict]:
+    """Every event of the run log, in order."""
+    with open(path, "rb") as f:
+        return [e for line in f if line.strip() and (e := _parse_line(line)) is not None]
+
+
+def read_run_log(path: Path) -> list[AttemptRecord]:
+    """The attempts the run log describes, in order."""
+    return fold_attempts(read_events(path))
+
+
+def fold_attempts(events: Iterable[dict]) -> list[AttemptRecord]:
+    """The attempts a run log describes, in order: the job's events between a ``launch`` and its ``exit``
+    belong to that attempt; the ``restart_delay`` after it, to it too."""
+    attempts: list[AttemptRecord] = []
+    current: AttemptRecord | None = None
+    for e in events:
+        kind, t = e["event"], float(e.get("t", 0.0))
+        if kind == LAUNCH:
+            current = AttemptRecord(int(e.get("attempt", len(attempts))), t, e.get("preempt_at_s"))
+            current.hard_stop = bool(e.get("hard_stop"))
+            attempts.append(current)
+        elif kind == RESTART_DELAY and attempts:
+            attempts[-1].delay_sim_s = e.get("delay_s", 0.0)
+            attempts[-1].capacity_wait_sim_s = e.get("capacity_wait_s", 0.0)
+        elif current is not None:  # job events before any launch were not produced by a harness run
+            _apply(current, kind, t, e)
+    return attempts
+
+
+def _apply(current: AttemptRecord, kind: str, t: float, e: dict) -> None:
+    """One event of the attempt under way."""
+    if kind == EXIT:
+        current.exit_t, current.exit_code, current.cause = t, e.get("exit_code"), e.get("cause")
+    elif kind == SIGNAL:
+        current.signals.append((t, e.get("signal", "?")))
+        current.kill = current.kill or e
+    elif kind == NOTICE:  # t0 of a noticed preemption: the kill, whether or not a signal follows
+        current.notice_t = current.notice_t or t
+        current.kill = current.kill or e
+    elif kind == REBALANCE:
+        current.rebalance_t = current.rebalance_t or t
+    elif kind == METADATA_REQUEST:
+        current.metadata_times.append(t)
+        if e.get("notice") and current.notice_t is not None and current.notice_seen_t is None:
+            current.notice_seen_t = t
+    elif kind == CHECKPOINT_FAILED:
+        current.failed_saves.append(cast(CheckpointFailedEvent, e))
+    elif kind == STORAGE_FAULT:
+        current.storage_faults.append(str(e.get("fault", "?")))
+    elif kind == STORAGE_OUTAGE:
+        current.storage_outages.append(cast(StorageOutageEvent, e))
+    elif kind == MALFORMED:
+        current.malformed.append(str(e.get("problem", "?")))
+    elif kind == STOP:
+        current.stops.append(str(e.get("reason", "?")))
+    elif kind == START and not current.started:
+        current.started, current.resumed_step = True, e.get("resumed_step")
+    elif kind == STEP and isinstance(e.get("step"), int):
+        current.steps.append((t, e["step"]))
+    elif kind == CHECKPOINT:
+        current.checkpoints.append(cast(CheckpointEvent, e))
+    elif kind == DONE:
+        current.done_step = e.get("step")

@@ -52,6 +52,16 @@ class PlannedPreemption:
 
 
 @dataclass(frozen=True)
+class MeasuredPreemption:
+    """How the job met one local preemption: the columns the real run is compared with."""
+
+    attempt: int
+    noticed_after_s: float | None  # simulated seconds from the notice to the job seeing it; None: never seen
+    emergency_committed: bool  # its emergency checkpoint committed before the kill
+    exit: str  # before_signal | inside_grace | killed
+
+
+@dataclass(frozen=True)
 class LocalMeasurements:
     """What the local run measured, written into the README so the real run can be compared with it."""
 
@@ -64,7 +74,7 @@ class LocalMeasurements:
     restart_overhead_s: float | None
     checkpoint_blocking_s: float | None
     emergency_saves: int
-    interruptions: list[dict] = field(default_factory=list)
+    interruptions: list[MeasuredPreemption] = field(default_factory=list)
 
 
 @dataclass
@@ -555,7 +565,7 @@ def _measured_section(m: LocalMeasurements, replayed: int) -> list[str]:
     lines += [f"| {name} | {_cell(value)} |" for name, value in rows]
     lines += ["", "| attempt | notice seen after | emergency checkpoint committed | exit |", "|---|---|---|---|"]
     for row in m.interruptions:
-        cells = (row.get("attempt"), row.get("noticed_after_s"), bool(row.get("emergency_committed")), row.get("exit"))
+        cells = (row.attempt, row.noticed_after_s, row.emergency_committed, row.exit)
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     if not m.interruptions:
         lines.append("| — | — | — | — |")

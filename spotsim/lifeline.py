@@ -60,9 +60,12 @@ class Reaper:
 
     def __init__(self) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _REAPER_SOURCE], stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,  # not in our group
-        )  # fmt: skip
+            [sys.executable, "-I", "-S", "-c", _REAPER_SOURCE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not in our group
+        )
 
     def watch(self, pgid: int) -> None:
         self._send(f"+ {pgid}\n")

@@ -1,12 +1,26 @@
-"""Shared fixtures: one real fake-gcs-server per test session, stores per test."""
+"""Shared fixtures: one real fake-gcs-server per test session, stores per test; and the test tiers.
+
+Tiers: ``make check`` (``pytest --fast``) runs the fast tier, every test marked neither ``live`` nor
+``slow``; ``make test`` and CI run everything. A test is marked ``live`` here when it starts processes:
+its code, a helper of ``tests/`` it calls, or one of its fixtures from ``tests/`` names ``subprocess``,
+``multiprocessing`` or ``sys.executable`` (a Python command for the harness), or it asks for a fixture
+that runs real jobs. The session's shared emulator does not count: it starts once, in about a second.
+Modules whose tests start processes out of sight (through the library) or train real models say so with
+a module-level ``pytestmark``; ``--fast`` does not even import those, which spares it the ten seconds
+that importing TensorFlow and torch takes.
+"""
 
 from __future__ import annotations
 
+import ast
+import inspect
 import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from types import CodeType
 
 import pytest
 
@@ -20,6 +34,85 @@ MiB = 1 << 20
 # parallel composite upload path with tiny parts, so multi-part uploads,
 # compose and ranged downloads are exercised on small objects too.
 BACKENDS = ["file", "gs", "gs-parts"]
+
+TESTS = Path(__file__).parent
+SLOW_TIERS = frozenset({"live", "slow"})
+FAST_TIER = "not live and not slow"
+# Names in a test's code that mean it starts a process of its own.
+PROCESS_NAMES = frozenset({"subprocess", "Popen", "multiprocessing", "executable"})
+# Fixtures that run real jobs or a nested pytest session, whatever the test's own code says.
+LIVE_FIXTURES = frozenset({"spotsim_verify", "pytester"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fast", action="store_true", help=f'only the fast tier: -m "{FAST_TIER}"')
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("fast"):
+        markexpr = config.getoption("markexpr")
+        config.option.markexpr = f"({markexpr}) and {FAST_TIER}" if markexpr else FAST_TIER
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under ``--fast``, leave out a test module that is live or slow as a whole; else let pytest decide."""
+    if config.getoption("fast") and collection_path.suffix == ".py" and _module_marks(collection_path) & SLOW_TIERS:
+        return True
+    return None
+
+
+def _module_marks(path: Path) -> set[str]:
+    """The marks a test module's top-level ``pytestmark = …`` names, read without importing the module."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets):
+            marks = node.value.elts if isinstance(node.value, ast.List | ast.Tuple) else [node.value]
+            return {_mark_name(mark) for mark in marks}
+    return set()
+
+
+def _mark_name(mark: ast.expr) -> str:
+    """``pytest.mark.slow`` → ``slow``; ``pytest.mark.skipif(…)`` → ``skipif``."""
+    node = mark.func if isinstance(mark, ast.Call) else mark
+    return node.attr if isinstance(node, ast.Attribute) else ""
+
+
+@pytest.hookimpl(tryfirst=True)  # mark before pytest deselects by mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and _starts_processes(item):
+            item.add_marker(pytest.mark.live)
+
+
+def _starts_processes(item: pytest.Function) -> bool:
+    if LIVE_FIXTURES.intersection(item.fixturenames):
+        return True
+    fixtures = [d.func for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs]
+    seen: set[CodeType] = set()
+    return any(_names_a_process(f, seen) for f in [item.function, *fixtures])
+
+
+def _names_a_process(func: Callable, seen: set[CodeType]) -> bool:
+    """Whether ``func``, or a function from ``tests/`` that it refers to, names a way to start a process."""
+    func = inspect.unwrap(func)
+    code = getattr(func, "__code__", None)
+    if code is None or code in seen or not _in_tests(code):
+        return False
+    seen.add(code)
+    names = _names(code)
+    if names & PROCESS_NAMES:
+        return True
+    helpers = (func.__globals__.get(name) for name in names)
+    return any(inspect.isfunction(h) and _names_a_process(h, seen) for h in helpers)
+
+
+def _in_tests(code: CodeType) -> bool:
+    return Path(code.co_filename).resolve().is_relative_to(TESTS.resolve())
+
+
+def _names(code: CodeType) -> set[str]:
+    """Global and attribute names used by ``code`` and the functions nested in it."""
+    nested = (_names(const) for const in code.co_consts if isinstance(const, CodeType))
+    return set(code.co_names).union(*nested)
 
 
 @pytest.fixture(scope="session")

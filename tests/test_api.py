@@ -50,7 +50,7 @@ def test_run_measures_two_preemptions(tmp_path):
     )
     assert result.completed and result.crash is None and result.out == tmp_path
     assert result.preemptions == 2 and result.final_step == 200 and result.lost_steps >= 0
-    assert result.summary["identity_holds"]
+    assert result.summary.accounting.identity_holds
     assert (tmp_path / "summary.json").is_file()
 
 

@@ -1,21 +1,20 @@
 """Bad input on the command line: one ``spotsim: error:`` line, exit 2, no traceback, no hang, no OOM.
 
-Each case runs the real CLI in a subprocess with a timeout, so a hang fails the test
-instead of stalling the suite.
+Each case runs the app in process (typer's ``CliRunner``) under a timeout, so a hang fails the
+test instead of stalling the suite.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import assert_one_error_line, spotsim
 
 from spotsim.errors import InvalidOption, StoreError
 from spotsim.preemption import parse_schedule
@@ -24,30 +23,15 @@ from spotsim.sim.montecarlo import check_budget
 from spotsim.storage import open_store
 from spotsim.storage.emulator import free_port
 
-
-def spotsim(*args: str, home: Path, timeout: float = 60, env: dict[str, str] | None = None):
-    full_env = {**os.environ, "SPOTSIM_HOME": str(home), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "spotsim.cli", *args], env=full_env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess, *says: str) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("spotsim: error:"), result.stderr
-    for text in says:
-        assert text in lines[0]
-    return lines[0]
+pytestmark = pytest.mark.timeout(120)
 
 
 # -- 1. `optimal` where no interval can work ----------------------------------
 
 
-def test_optimal_with_checkpoints_far_beyond_the_mtbf_says_the_job_never_finishes(tmp_path):
+def test_optimal_with_checkpoints_far_beyond_the_mtbf_says_the_job_never_finishes():
     # C = 2 h against M = 10 s: e^{(τ+C)/M} overflows a float; the answer is that no interval works.
-    result = spotsim("optimal", "--checkpoint-cost", "2h", "--preempt-rate", "360", home=tmp_path)
+    result = spotsim("optimal", "--checkpoint-cost", "2h", "--preempt-rate", "360")
     assert_one_error_line(result, "no checkpoint interval lets this job finish", "10^313")
 
 
@@ -69,7 +53,7 @@ def test_optimal_with_checkpoints_far_beyond_the_mtbf_says_the_job_never_finishe
 )
 def test_calibrate_from_a_malformed_summary(tmp_path, summary, says):
     (tmp_path / "summary.json").write_text(summary)
-    result = spotsim("simulate", "--intervals", "1h", "--trials", "10", "--calibrate", str(tmp_path), home=tmp_path)
+    result = spotsim("simulate", "--intervals", "1h", "--trials", "10", "--calibrate", str(tmp_path))
     assert_one_error_line(result, says)
 
 
@@ -87,9 +71,9 @@ def test_calibrate_from_a_malformed_summary(tmp_path, summary, says):
         (["--intervals", "1h", "--schedule", "weibull:0.001"], "VM lifetimes"),  # Γ(1001) overflowed
     ],
 )
-def test_simulate_out_of_reach_is_refused_at_once(tmp_path, args, says):
+def test_simulate_out_of_reach_is_refused_at_once(args, says):
     started = time.monotonic()
-    result = spotsim("simulate", *args, home=tmp_path, timeout=30)
+    result = spotsim("simulate", *args)
     assert_one_error_line(result, says, "bound")
     assert time.monotonic() - started < 15  # refused before simulating, not after
 
@@ -104,15 +88,32 @@ def test_the_loop_limit_backs_up_the_estimate(monkeypatch):
         simulate(job, [3600.0], parse_schedule("poisson", 2), trials=100)
 
 
-def test_sensible_simulations_are_not_refused(tmp_path):
-    # The README example, end to end.
-    args = ["--intervals", "5m,15m,30m,1h,2h", "--work-hours", "24", "--checkpoint-cost", "1m", "--restart", "2m",
-            "--preempt-rate", "0.5", "--trials", "10000", "--json"]  # fmt: skip
-    result = spotsim("simulate", *args, home=tmp_path)
-    assert result.returncode == 0, result.stderr
+def test_sensible_simulations_are_not_refused():
+    # The example in docs/cli.md, end to end.
+    args = [
+        "--intervals",
+        "5m,15m,30m,1h,2h",
+        "--work-hours",
+        "24",
+        "--checkpoint-cost",
+        "1m",
+        "--restart",
+        "2m",
+        "--preempt-rate",
+        "0.5",
+        "--trials",
+        "10000",
+        "--json",
+    ]
+    result = spotsim("simulate", *args)
+    assert result.exit_code == 0, result.stderr
     # benchmarks/sim_speed.py: 50 intervals × 10,000 trials; and a week-long job at 6 preemptions an hour.
-    check_budget(Job(work_s=24 * 3600, checkpoint_s=60, restart_s=120), list(np.linspace(300, 7200, 50)),
-                 parse_schedule("poisson", 0.5), 10_000)  # fmt: skip
+    check_budget(
+        Job(work_s=24 * 3600, checkpoint_s=60, restart_s=120),
+        list(np.linspace(300, 7200, 50)),
+        parse_schedule("poisson", 0.5),
+        10_000,
+    )
     check_budget(Job(work_s=168 * 3600, checkpoint_s=30, restart_s=60), [600.0], parse_schedule("poisson", 6), 10_000)
     # A 24 h interval is fine when every preemption gives notice enough for an emergency save.
     sigterm = Job(work_s=24 * 3600, checkpoint_s=30, restart_s=60, grace_s=30, sigkill_fraction=0.0)
@@ -125,12 +126,12 @@ def test_sensible_simulations_are_not_refused(tmp_path):
 
 
 def test_emulator_start_on_a_read_only_root(tmp_path, unwritable_root):
-    home = tmp_path / "home"
+    home = {"SPOTSIM_HOME": str(tmp_path / "home")}
     try:
-        result = spotsim("emulator", "start", "--root", str(unwritable_root), "--port", str(free_port()), home=home)
+        result = spotsim("emulator", "start", "--root", str(unwritable_root), "--port", str(free_port()), env=home)
         assert_one_error_line(result, "cannot use", "as the emulator's data directory")
     finally:  # had it started after all, do not leave it running
-        spotsim("emulator", "stop", home=home)
+        spotsim("emulator", "stop", env=home)
 
 
 # -- 5. an endpoint that is some other HTTP server ----------------------------
@@ -142,8 +143,9 @@ def plain_http_server(tmp_path):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 10
@@ -167,8 +169,17 @@ def test_open_store_on_a_server_that_is_not_gcs(plain_http_server):
 
 def test_run_with_storage_emulator_host_that_is_not_gcs(tmp_path, plain_http_server):
     result = spotsim(
-        "run", "--interval", "60", "--bucket", "gs://some-bucket/x", "--out", str(tmp_path / "out"),
-        "--", sys.executable, "-c", "pass",
-        home=tmp_path, env={"STORAGE_EMULATOR_HOST": plain_http_server},
-    )  # fmt: skip
+        "run",
+        "--interval",
+        "60",
+        "--bucket",
+        "gs://some-bucket/x",
+        "--out",
+        str(tmp_path / "out"),
+        "--",
+        sys.executable,
+        "-c",
+        "pass",
+        env={"STORAGE_EMULATOR_HOST": plain_http_server},
+    )
     assert_one_error_line(result, f"{plain_http_server} does not answer like a GCS JSON API")

@@ -19,8 +19,9 @@ def test_faults_are_retried_and_reported_per_attempt(tmp_path):
     """A workload on CheckpointManager behind a proxy answering 20 % of requests 503 or 429: it completes,
     its retried saves and the injected faults are in the summary, and the accounting identity holds."""
     out = tmp_path / "out"
-    cmd = [*SPOTSIM, "run", "--workload", "torch-mlp", "--steps", "300", "--time-scale", "1", "--interval-steps",
-           "30", "--schedule", "fixed:4", "--storage-faults", "503=0.1,429=0.1,seed=5", "--out", str(out)]  # fmt: skip
+    job = ["--workload", "torch-mlp", "--steps", "300", "--time-scale", "1", "--interval-steps", "30"]
+    faults = ["--schedule", "fixed:4", "--storage-faults", "503=0.1,429=0.1,seed=5"]
+    cmd = [*SPOTSIM, "run", *job, *faults, "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=os.environ | {"COLUMNS": "200"})
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -35,12 +36,12 @@ def test_faults_are_retried_and_reported_per_attempt(tmp_path):
 
 
 def test_a_killed_emulator_is_restarted_and_never_blamed_on_the_job(tmp_path):
-    """The new user's report: fake-gcs-server dies in the middle of a run. The harness notices, restarts it
+    """When fake-gcs-server dies in the middle of a run, the harness notices, restarts it
     on the same root and port, logs the outage, and the run completes with no crash charged to the job and
     nothing committed lost (a job using only google-cloud-storage, which does not retry its uploads)."""
     out = tmp_path / "out"
-    cmd = [*SPOTSIM, "run", "--interval-steps", "25", "--time-scale", "1", "--out", str(out), "--",
-           sys.executable, str(JOBS / "plain_gcs_job.py")]  # fmt: skip
+    job = [sys.executable, str(JOBS / "plain_gcs_job.py")]
+    cmd = [*SPOTSIM, "run", "--interval-steps", "25", "--time-scale", "1", "--out", str(out), "--", *job]
     env = os.environ | {"TOTAL_STEPS": "500", "STEP_SLEEP": "0.01"}
     harness = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -48,8 +49,8 @@ def test_a_killed_emulator_is_restarted_and_never_blamed_on_the_job(tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (events.exists() and '"checkpoint"' in events.read_text()):
             time.sleep(0.05)
-        emulators = subprocess.run(["pgrep", "-P", str(harness.pid), "-f", "fake-gcs-server"], capture_output=True,
-                                   text=True).stdout.split()  # fmt: skip
+        children = ["pgrep", "-P", str(harness.pid), "-f", "fake-gcs-server"]
+        emulators = subprocess.run(children, capture_output=True, text=True).stdout.split()
         assert len(emulators) == 1, "the harness runs one emulator, as its child"
         os.kill(int(emulators[0]), signal.SIGKILL)
         stdout, stderr = harness.communicate(timeout=180)

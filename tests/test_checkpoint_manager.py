@@ -11,6 +11,8 @@ import pytest
 
 from spotsim import CheckpointManager
 from spotsim.checkpoint.manifest import manifest_key, step_prefix
+from spotsim.checkpoint.policy import SaveInterval
+from spotsim.checkpoint.telemetry import CheckpointListener
 from spotsim.errors import CheckpointError, CorruptCheckpoint, StoreUnavailable
 from spotsim.storage import open_store
 
@@ -157,13 +159,118 @@ def test_should_save_by_steps_and_time(checkpoint_target, monkeypatch):
         assert not m.should_save(3)
 
 
+def test_save_interval_by_steps():
+    every_5 = SaveInterval(steps=5)
+    due = [s for s in range(13) if every_5.should_save(s, last_saved_step=None, seconds_since_save=1e9)]
+    assert due == [5, 10]  # step 0 never: nothing was trained yet
+
+
+def test_save_interval_by_seconds_and_either_way():
+    every_60s = SaveInterval(seconds=60)
+    assert not every_60s.should_save(7, last_saved_step=3, seconds_since_save=59.9)
+    assert every_60s.should_save(7, last_saved_step=3, seconds_since_save=60.0)
+    both = SaveInterval(seconds=60, steps=10)
+    assert both.should_save(10, last_saved_step=3, seconds_since_save=1.0)  # the steps come first
+    assert both.should_save(11, last_saved_step=10, seconds_since_save=61.0)  # the time comes first
+    assert not both.should_save(11, last_saved_step=10, seconds_since_save=1.0)
+
+
+def test_save_interval_never_saves_a_step_twice_and_without_an_interval_never():
+    assert not SaveInterval(seconds=1, steps=1).should_save(4, last_saved_step=4, seconds_since_save=1e9)
+    assert not any(SaveInterval().should_save(s, last_saved_step=None, seconds_since_save=1e9) for s in range(50))
+
+
+@pytest.mark.parametrize("kwargs", [{"seconds": 0}, {"seconds": float("inf")}, {"steps": 0}, {"steps": 2.5}])
+def test_save_interval_refuses_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        SaveInterval(**kwargs)
+
+
+class Recorder(CheckpointListener):
+    """Keeps every call, to check what the manager reports and in which order."""
+
+    def __init__(self):
+        self.calls = []
+
+    def started(self, attempt, resumed_step):
+        self.calls.append(("started", resumed_step))
+
+    def restored(self, step):
+        self.calls.append(("restored", step))
+
+    def checkpoint_started(self, step, kind):
+        self.calls.append(("checkpoint_started", step, kind))
+
+    def checkpoint_finished(self, stats):
+        self.calls.append(("checkpoint_finished", stats.step, stats.kind, stats.committed))
+
+    def checkpoint_failed(self, failure):
+        self.calls.append(("checkpoint_failed", failure.step, failure.skipped))
+
+    def done(self, step):
+        self.calls.append(("done", step))
+
+    def closed(self):
+        self.calls.append(("closed",))
+
+
+def test_an_injected_listener_hears_the_lifecycle_and_no_run_log_is_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPOTSIM_EVENTS", str(tmp_path / "events.jsonl"))
+    recorder = Recorder()
+    with CheckpointManager((tmp_path / "ckpt").as_uri(), async_save=False, listener=recorder) as m:
+        m.save(1, state_for(1))
+        m.save(2, state_for(2), kind="final")
+        m.mark_done(2)
+    with CheckpointManager((tmp_path / "ckpt").as_uri(), listener=recorder) as m:
+        m.restore_latest()
+    assert recorder.calls == [
+        ("started", None),
+        ("checkpoint_started", 1, "periodic"),
+        ("checkpoint_finished", 1, "periodic", True),
+        ("checkpoint_started", 2, "final"),
+        ("checkpoint_finished", 2, "final", True),
+        ("done", 2),
+        ("closed",),
+        ("started", 2),
+        ("restored", 2),
+        ("closed",),
+    ]
+    assert not (tmp_path / "events.jsonl").exists()
+
+
+class Counter:
+    """A training object with torch's two state methods: the manager takes its state_dict() itself."""
+
+    def __init__(self, value):
+        self.value = np.arange(value, value + 4)
+
+    def state_dict(self):
+        return {"value": self.value}
+
+    def load_state_dict(self, state):
+        self.value = state["value"]
+
+
+def test_save_takes_a_training_state(tmp_path):
+    with CheckpointManager(tmp_path.as_uri(), async_save=False) as m:
+        m.save(3, Counter(7))
+        restored = Counter(0)
+        restored.load_state_dict(m.restore_latest().state)
+    assert restored.value.tolist() == [7, 8, 9, 10]
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"keep": 0}, {"interval_s": 0}, {"interval_s": float("nan")}, {"interval_steps": 0}, {"layout": "zip"},
-        {"save_deadline_s": -1}, {"save_deadline_s": float("inf")},
+        {"keep": 0},
+        {"interval_s": 0},
+        {"interval_s": float("nan")},
+        {"interval_steps": 0},
+        {"layout": "zip"},
+        {"save_deadline_s": -1},
+        {"save_deadline_s": float("inf")},
     ],
-)  # fmt: skip
+)
 def test_bad_options(tmp_path, kwargs):
     with pytest.raises(ValueError):
         CheckpointManager(tmp_path.as_uri(), **kwargs)
@@ -190,6 +297,22 @@ def test_from_env_and_events(tmp_path, monkeypatch):
     assert steps[-1] == 3 and 2 in steps  # the step before the checkpoint is always written
     assert lines[-1] == {**lines[-1], "event": "done", "step": 3}
     assert all(isinstance(e["t"], float) for e in lines)
+
+
+@pytest.mark.parametrize(
+    ("variable", "text"),
+    [
+        ("SPOTSIM_CHECKPOINT_INTERVAL_STEPS", "0"),
+        ("SPOTSIM_CHECKPOINT_INTERVAL_STEPS", "ten"),
+        ("SPOTSIM_CHECKPOINT_INTERVAL", "nan"),
+        ("SPOTSIM_CHECKPOINT_KEEP", "-1"),
+    ],
+)
+def test_from_env_with_a_bad_value_is_a_clear_error(tmp_path, monkeypatch, variable, text):
+    monkeypatch.setenv("SPOTSIM_CHECKPOINT_URI", tmp_path.as_uri())
+    monkeypatch.setenv(variable, text)
+    with pytest.raises(CheckpointError, match=variable):
+        CheckpointManager.from_env()
 
 
 def test_from_env_without_uri_is_a_clear_error(monkeypatch):
@@ -220,9 +343,17 @@ def test_malicious_pickle_in_the_bucket_never_runs(checkpoint_target, tmp_path):
     # An attacker (or a torch.save-based tool) plants a newer "checkpoint" whose
     # payload is a pickle, with a manifest that checks out byte for byte.
     bomb = pickle.dumps({"model": Detonator(marker)})
-    planted = {"format": "spotsim-checkpoint/1", "step": 2, "kind": "periodic", "created": 0.0,
-               "framework": "torch", "layout": "archive", "spotsim_version": "0", "metadata": {},
-               "objects": {"abcdefabcdef/checkpoint.bin": {"size": len(bomb), "crc32c": _crc(bomb)}}}  # fmt: skip
+    planted = {
+        "format": "spotsim-checkpoint/1",
+        "step": 2,
+        "kind": "periodic",
+        "created": 0.0,
+        "framework": "torch",
+        "layout": "archive",
+        "spotsim_version": "0",
+        "metadata": {},
+        "objects": {"abcdefabcdef/checkpoint.bin": {"size": len(bomb), "crc32c": _crc(bomb)}},
+    }
     with open_store(uri, **options) as store:
         store.put_bytes(f"{step_prefix(2)}abcdefabcdef/checkpoint.bin", bomb)
         store.put_bytes(manifest_key(2), json.dumps(planted).encode())

@@ -25,6 +25,7 @@ from hypothesis.stateful import (
 from spotsim import CheckpointManager
 from spotsim.checkpoint.manifest import manifest_key, step_prefix
 
+pytestmark = pytest.mark.slow  # many save/kill/restore sequences, on the emulator too
 KEEP = 3
 
 
@@ -48,8 +49,12 @@ class CheckpointMachine(RuleBasedStateMachine):
         if hasattr(self, "manager"):
             self.manager.close()
 
-    @rule(gap=st.integers(1, 3), size=st.sampled_from([0, 5, 3000]), sync=st.booleans(),
-          layout=st.sampled_from(["directory", "archive"]))  # fmt: skip
+    @rule(
+        gap=st.integers(1, 3),
+        size=st.sampled_from([0, 5, 3000]),
+        sync=st.booleans(),
+        layout=st.sampled_from(["directory", "archive"]),
+    )
     def save(self, gap, size, sync, layout):
         self.step += gap
         self.manager.async_save, self.manager.layout = not sync, layout
@@ -117,7 +122,10 @@ def test_checkpoint_manager_state_machine(backend, tmp_path, emulator):
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=30 if backend == "file" else 15, stateful_step_count=20, deadline=None,
-            suppress_health_check=[HealthCheck.too_slow], database=None,
+            max_examples=30 if backend == "file" else 15,
+            stateful_step_count=20,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+            database=None,
         ),
-    )  # fmt: skip
+    )

@@ -10,6 +10,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
+pytestmark = pytest.mark.slow  # trains a real model
 
 from spotsim import CheckpointManager  # noqa: E402
 from spotsim.checkpoint.tf_adapter import TFState  # noqa: E402
@@ -37,13 +38,15 @@ def build(seed: int = 0) -> SimpleNamespace:
     """Fresh training objects; another ``seed`` gives other weights, dropout seeds and noise."""
     data = iter(dataset())
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.Dropout(0.3),  # draws from a Keras SeedGenerator every step
-        keras.layers.Flatten(),
-        keras.layers.Dense(10),
-    ])  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Dropout(0.3),  # draws from a Keras SeedGenerator every step
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
     return SimpleNamespace(
         model=model,
         optimizer=keras.optimizers.Adam(1e-2),
@@ -65,7 +68,7 @@ def train(job: SimpleNamespace, stop: int) -> None:
             logits = job.model(x, training=True)
             loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
         grads = tape.gradient(loss, job.model.trainable_variables)
-        job.optimizer.apply_gradients(zip(grads, job.model.trainable_variables))
+        job.optimizer.apply_gradients(zip(grads, job.model.trainable_variables, strict=True))
         job.step.assign_add(1)
 
 
@@ -81,12 +84,12 @@ def resume(tmp_path, *, layout: str = "directory", iterator: bool = True) -> Sim
     first = build()
     train(first, CHECKPOINT_AT)
     with CheckpointManager(tmp_path.as_uri(), layout=layout, framework="tensorflow") as manager:
-        manager.save(CHECKPOINT_AT, checkpointed(first, iterator=iterator).state())
+        manager.save(CHECKPOINT_AT, checkpointed(first, iterator=iterator).state_dict())
     resumed = build(seed=123)  # fresh objects with different initial weights and random state
     with CheckpointManager(tmp_path.as_uri(), layout=layout) as manager:
         step, state, _ = manager.restore_latest()
     assert step == CHECKPOINT_AT
-    checkpointed(resumed, iterator=iterator).load(state)
+    checkpointed(resumed, iterator=iterator).load_state_dict(state)
     assert int(resumed.step) == CHECKPOINT_AT
     train(resumed, STEPS)
     return resumed
@@ -125,18 +128,18 @@ def test_resume_without_iterator_state_diverges(tmp_path, reference):
 def test_untrusted_file_names_and_types_are_rejected(files):
     state = {"tf_checkpoint": {"files": files, "prefix": "ckpt"}, "registered": ["model"]}
     with pytest.raises(CorruptCheckpoint):
-        checkpointed(build()).load(state)
+        checkpointed(build()).load_state_dict(state)
 
 
 def test_checkpoint_missing_a_registered_part_is_refused():
     job = build()
-    state = TFState(job.model).state()
+    state = TFState(job.model).state_dict()
     with pytest.raises(KeyError, match="optimizer"):
-        checkpointed(build(seed=1)).load(state)
+        checkpointed(build(seed=1)).load_state_dict(state)
 
 
 def test_checkpoint_of_another_model_is_refused():
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    state = TFState(other).state()
+    state = TFState(other).state_dict()
     with pytest.raises((CheckpointError, CorruptCheckpoint)):
-        TFState(build().model).load(state)
+        TFState(build().model).load_state_dict(state)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # trains a real model
 
 from spotsim import CheckpointManager  # noqa: E402
 from spotsim.checkpoint.torch_adapter import ResumableBatchSampler, TorchState  # noqa: E402
@@ -68,13 +69,13 @@ def test_resume_mid_epoch_is_bit_exact(tmp_path, layout):
 
     first = build()
     with CheckpointManager(tmp_path.as_uri(), layout=layout, framework="torch") as manager:
-        train(first, 0, CHECKPOINT_AT, on_step=lambda s: s == CHECKPOINT_AT and manager.save(s, first.state()))
+        train(first, 0, CHECKPOINT_AT, on_step=lambda s: s == CHECKPOINT_AT and manager.save(s, first.state_dict()))
 
     resumed = build(seed=123)  # fresh objects with different initial weights
     with CheckpointManager(tmp_path.as_uri(), layout=layout) as manager:
         step, state, _ = manager.restore_latest()
     assert step == CHECKPOINT_AT
-    resumed.load(state)
+    resumed.load_state_dict(state)
     train(resumed, step, STEPS)
 
     expected, got = params(reference), params(resumed)
@@ -91,22 +92,31 @@ def test_resume_without_rng_state_diverges(tmp_path):
     train(reference, 0, STEPS)
     first = build()
     with CheckpointManager(tmp_path.as_uri()) as manager:
-        train(first, 0, CHECKPOINT_AT, on_step=lambda s: s == CHECKPOINT_AT and manager.save(s, first.state()))
+        train(first, 0, CHECKPOINT_AT, on_step=lambda s: s == CHECKPOINT_AT and manager.save(s, first.state_dict()))
         _, state, _ = manager.restore_latest()
     torch.manual_seed(999)  # the RNG a fresh process would have
     resumed = build(seed=5)
     resumed.rng = False
-    resumed.load(state)
+    resumed.load_state_dict(state)
     train(resumed, CHECKPOINT_AT, STEPS)
-    assert not all(torch.equal(a, b) for a, b in zip(params(reference).values(), params(resumed).values()))
+    assert not all(torch.equal(a, b) for a, b in zip(params(reference).values(), params(resumed).values(), strict=True))
 
 
 def test_tensor_dtypes_round_trip(tmp_path):
     tensors = {
         str(dtype): (torch.arange(12).reshape(3, 4) % 3).to(dtype)
-        for dtype in [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int8,
-                      torch.uint8, torch.bool, torch.complex64]
-    }  # fmt: skip
+        for dtype in [
+            torch.float32,
+            torch.float64,
+            torch.float16,
+            torch.bfloat16,
+            torch.int64,
+            torch.int8,
+            torch.uint8,
+            torch.bool,
+            torch.complex64,
+        ]
+    }
     tensors["scalar"] = torch.tensor(3.5)
     tensors["empty"] = torch.empty(0, 5)
     tensors["strided"] = torch.arange(20.0).reshape(4, 5).t()  # not contiguous

@@ -14,24 +14,23 @@ JOB = Path(__file__).parent / "jobs" / "watched_loop.py"
 SPOTSIM = [sys.executable, "-m", "spotsim.cli"]
 
 
-def run(tmp_path: Path, *args: str, **env: str) -> dict:
+def run(tmp_path: Path, args: str, **env: str) -> dict:
+    """``spotsim run ARGS -- python watched_loop.py`` with ``env``; its summary."""
     out = tmp_path / "run"
-    cmd = [*SPOTSIM, "run", *args, "--bucket", (tmp_path / "bucket").as_uri(), "--out", str(out), "--",
-           sys.executable, str(JOB)]  # fmt: skip
+    bucket = (tmp_path / "bucket").as_uri()
+    cmd = [*SPOTSIM, "run", *args.split(), "--bucket", bucket, "--out", str(out), "--", sys.executable, str(JOB)]
     done = subprocess.run(cmd, env=os.environ | env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads((out / "summary.json").read_text())
 
 
 def test_a_two_second_start_up_at_k_100_stays_two_seconds(tmp_path):
-    summary = run(
-        tmp_path, "--interval-steps", "50", "--time-scale", "100", "--schedule", "fixed:40", "--kill", "sigkill",
-        START_SLEEP="2", STEP_SLEEP="0.005", TOTAL_STEPS="300",
-    )  # fmt: skip
+    args = "--interval-steps 50 --time-scale 100 --schedule fixed:40 --kill sigkill"
+    summary = run(tmp_path, args, START_SLEEP="2", STEP_SLEEP="0.005", TOTAL_STEPS="300")
     assert summary["preemptions"] == 1 and summary["completed"]
     startup = summary["clock"]["phases"]["startup"]
     assert startup["sim_s"] == pytest.approx(startup["real_s"])  # never × K
-    # 2 s of sleep plus Python, numpy and spotsim's imports; at K = 100 the old clock said ~200 s
+    # 2 s of sleep plus Python, numpy and spotsim's imports; a clock that ran them at K = 100 would say ~200 s
     assert 2.0 <= summary["startup_s"] < 4.0
     assert 2.0 <= summary["restart_overhead_s"] < 4.0
     # the VM lived its 40 simulated seconds: ~2 s starting up at 1×, the rest computing at 100×
@@ -40,8 +39,7 @@ def test_a_two_second_start_up_at_k_100_stays_two_seconds(tmp_path):
 
 
 def test_a_declared_start_up_is_charged_in_place_of_the_measured_one(tmp_path):
-    summary = run(tmp_path, "--interval-steps", "50", "--time-scale", "100", "--startup", "3m", STEP_SLEEP="0.002",
-                  TOTAL_STEPS="100")  # fmt: skip
+    summary = run(tmp_path, "--interval-steps 50 --time-scale 100 --startup 3m", STEP_SLEEP="0.002", TOTAL_STEPS="100")
     startup = summary["clock"]["phases"]["startup"]
     assert startup["sim_s"] == pytest.approx(180.0) and startup["real_s"] < 3.0
     assert summary["startup_s"] == pytest.approx(180.0, abs=1.0)
@@ -49,10 +47,8 @@ def test_a_declared_start_up_is_charged_in_place_of_the_measured_one(tmp_path):
 
 def test_live_lost_work_falls_inside_the_projection(tmp_path):
     """Known step time, K and a seeded Poisson schedule with SIGKILLs: about 15 preemptions, each losing work."""
-    summary = run(
-        tmp_path, "--interval", "20", "--time-scale", "100", "--preempt-rate", "90", "--kill", "sigkill", "--seed", "4",
-        STEP_SLEEP="0.002", TOTAL_STEPS="3000",
-    )  # fmt: skip
+    args = "--interval 20 --time-scale 100 --preempt-rate 90 --kill sigkill --seed 4"
+    summary = run(tmp_path, args, STEP_SLEEP="0.002", TOTAL_STEPS="3000")
     projection = summary["projection"]
     lost = projection["metrics"]["lost_s"]
     assert summary["preemptions"] >= 5 and summary["lost_time_s"] > 0

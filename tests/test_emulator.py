@@ -27,17 +27,18 @@ def test_data_survives_emulator_restart(tmp_path):
             store.create_if_absent("ckpt/step-10/MANIFEST", b"manifest")
         first_url = first.url
     assert not is_ready(first_url)
-    with FakeGcsServer(root) as second:
-        with open_store("gs://persist/run", endpoint=second.url, create_bucket=False) as store:
-            assert store.list() == ["ckpt/step-10/MANIFEST", "ckpt/step-10/model"]
-            assert store.get_bytes("ckpt/step-10/model") == b"weights"
-            assert store.create_if_absent("ckpt/step-10/MANIFEST", b"other") is False
+    with (
+        FakeGcsServer(root) as second,
+        open_store("gs://persist/run", endpoint=second.url, create_bucket=False) as store,
+    ):
+        assert store.list() == ["ckpt/step-10/MANIFEST", "ckpt/step-10/model"]
+        assert store.get_bytes("ckpt/step-10/model") == b"weights"
+        assert store.create_if_absent("ckpt/step-10/MANIFEST", b"other") is False
 
 
 def test_port_held_by_another_emulator_is_refused(tmp_path):
-    with FakeGcsServer(tmp_path / "a") as first:
-        with pytest.raises(EmulatorError, match="already serving"):
-            FakeGcsServer(tmp_path / "b", port=first.port).start()
+    with FakeGcsServer(tmp_path / "a") as first, pytest.raises(EmulatorError, match="already serving"):
+        FakeGcsServer(tmp_path / "b", port=first.port).start()
 
 
 def test_unusable_root_is_one_clear_error(tmp_path):
@@ -92,23 +93,29 @@ def test_docker_emulator_or_skip_with_reason(tmp_path):
 
 
 def test_restart_after_sigkill_keeps_port_and_objects(tmp_path):
-    with FakeGcsServer(tmp_path / "root") as server:
-        with open_store("gs://restart/run", endpoint=server.url) as store:
-            store.put_bytes("kept", b"committed")
-            port, pid = server.port, server.process.pid
-            os.kill(pid, signal.SIGKILL)
-            server.process.wait()
-            assert not server.alive() and server.exit_code() == -signal.SIGKILL
-            server.restart()
-            assert server.alive() and server.port == port and server.process.pid != pid
-            assert store.get_bytes("kept") == b"committed"  # the same client, reconnected
+    with FakeGcsServer(tmp_path / "root") as server, open_store("gs://restart/run", endpoint=server.url) as store:
+        store.put_bytes("kept", b"committed")
+        port, pid = server.port, server.process.pid
+        os.kill(pid, signal.SIGKILL)
+        server.process.wait()
+        assert not server.alive() and server.exit_code() == -signal.SIGKILL
+        server.restart()
+        assert server.alive() and server.port == port and server.process.pid != pid
+        assert store.get_bytes("kept") == b"committed"  # the same client, reconnected
 
 
 def test_embedded_bucket_brings_a_killed_emulator_back(tmp_path):
     events = tmp_path / "events.jsonl"
-    with EmbeddedBucket(faults=FaultSpec.parse("none")) as bucket, CheckpointManager(
-        bucket.uri_prefix, async_save=False, save_deadline_s=0.5, events=events, store_options={"endpoint": bucket.url}
-    ) as manager:  # fmt: skip
+    with (
+        EmbeddedBucket(faults=FaultSpec.parse("none")) as bucket,
+        CheckpointManager(
+            bucket.uri_prefix,
+            async_save=False,
+            save_deadline_s=0.5,
+            events=events,
+            store_options={"endpoint": bucket.url},
+        ) as manager,
+    ):
         manager.save(1, {"w": np.arange(1000), "step": 1})
         port, pid = bucket.emulator.port, bucket.emulator.process.pid
         os.kill(pid, signal.SIGKILL)  # the bucket dies under a client that is using it

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from spotsim.errors import InvalidOption
-from spotsim.export_plan import EXPORT_KINDS, LocalMeasurements, PlannedPreemption, export_plan
+from spotsim.export_plan import EXPORT_KINDS, LocalMeasurements, MeasuredPreemption, PlannedPreemption, export_plan
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
@@ -39,8 +39,8 @@ MEASURED = LocalMeasurements(
     checkpoint_blocking_s=None,
     emergency_saves=2,
     interruptions=[
-        {"attempt": 1, "noticed_after_s": 0.4, "emergency_committed": True, "exit": "inside_grace"},
-        {"attempt": 2, "noticed_after_s": None, "emergency_committed": False, "exit": "killed"},
+        MeasuredPreemption(attempt=1, noticed_after_s=0.4, emergency_committed=True, exit="inside_grace"),
+        MeasuredPreemption(attempt=2, noticed_after_s=None, emergency_committed=False, exit="killed"),
     ],
 )
 SCRIPT = {"gcloud": "replay-gcloud.sh", "aws-fis": "replay-aws.sh", "azure": "replay-azure.sh"}

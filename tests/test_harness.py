@@ -12,8 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from spotsim.events import CHECKPOINT, EXIT, LAUNCH, event_problem
+
 JOBS = Path(__file__).parent / "jobs"
 SPOTSIM = [sys.executable, "-m", "spotsim.cli"]
+WATCHED_LOOP = str(JOBS / "watched_loop.py")
+
+
+def spotsim(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``spotsim ARGS`` in a subprocess, its output captured as text."""
+    return subprocess.run([*SPOTSIM, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def spotsim_run(tmp_path, *args: str, job: str = "watched_loop.py", env: dict | None = None, bucket: bool = True):
@@ -26,6 +34,7 @@ def spotsim_run(tmp_path, *args: str, job: str = "watched_loop.py", env: dict | 
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     events_path = out / "events.jsonl"
     events = [json.loads(line) for line in events_path.read_text().splitlines()] if events_path.exists() else []
+    assert not [(e, p) for e in events if (p := event_problem(e))], "every event of the run log has its schema"
     return done, summary, events
 
 
@@ -33,9 +42,9 @@ def checkpoint_steps(events: list[dict], attempt: int) -> list[int]:
     """Steps checkpointed by ``attempt`` (events between its launch and exit)."""
     inside, steps = False, []
     for e in events:
-        if e["event"] == "launch":
+        if e["event"] == LAUNCH:
             inside = e["attempt"] == attempt
-        elif inside and e["event"] == "checkpoint":
+        elif inside and e["event"] == CHECKPOINT:
             steps.append(e["step"])
     return steps
 
@@ -103,7 +112,7 @@ def test_crash_loop_stops_at_max_crashes(tmp_path):
     assert done.returncode == 1
     assert "simulated bug at step 5" in done.stdout
     assert summary["completed"] is False and summary["crashes"] == 2 and summary["attempts"] == 2, "gives up after N"
-    assert [e["exit_code"] for e in events if e["event"] == "exit"] == [1, 1]
+    assert [e["exit_code"] for e in events if e["event"] == EXIT] == [1, 1]
 
 
 def test_foreign_job_that_writes_events_by_hand_is_measured(tmp_path):
@@ -128,7 +137,7 @@ def test_trace_replay_preempts_at_the_recorded_gaps(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert summary["completed"] and summary["preemptions"] == 2
-    launches = [e["preempt_at_s"] for e in events if e["event"] == "launch"]
+    launches = [e["preempt_at_s"] for e in events if e["event"] == LAUNCH]
     assert launches == [20.0, 10.0, None]
     assert summary["capacity_wait_s"] == 40.0, "the trace's gaps are capacity waits, not billed"
     assert summary["billed_hours"] < summary["sim_hours"]
@@ -143,14 +152,14 @@ def test_embedded_emulator_is_the_default_bucket(tmp_path):
 
 def test_ctrl_c_ends_the_run_and_still_writes_a_summary(tmp_path):
     out = tmp_path / "out"
-    cmd = [*SPOTSIM, "run", "--interval-steps", "20", "--bucket", (tmp_path / "ckpt").as_uri(), "--out", str(out),
-           "--", sys.executable, str(JOBS / "watched_loop.py")]  # fmt: skip
+    where = ["--bucket", (tmp_path / "ckpt").as_uri(), "--out", str(out)]
+    cmd = [*SPOTSIM, "run", "--interval-steps", "20", *where, "--", sys.executable, WATCHED_LOOP]
     proc = subprocess.Popen(
         cmd, env=os.environ | {"STEP_SLEEP": "0.01"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     events = out / "events.jsonl"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (events.exists() and '"checkpoint"' in events.read_text()):
+    while time.monotonic() < deadline and not (events.exists() and f'"{CHECKPOINT}"' in events.read_text()):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
@@ -200,7 +209,7 @@ BAD_INPUT = {
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args):
     env = os.environ | {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9"}  # nothing listens on port 9
     if "--workload" not in args:
-        args = [*args, "--", sys.executable, str(JOBS / "watched_loop.py")]
+        args = [*args, "--", sys.executable, WATCHED_LOOP]
     done = subprocess.run(
         [*SPOTSIM, "run", *args, "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=60
     )
@@ -213,9 +222,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args):
 def test_a_k_bound_that_cannot_be_met_is_one_line_naming_the_way_out(tmp_path):
     """A command of fixed length cannot stand for 24 h at a 1-s interval: the measured save is too slow."""
     env = os.environ | {"TOTAL_STEPS": "2000", "STEP_SLEEP": "0.002"}
-    cmd = [*SPOTSIM, "run", "--interval", "1", "--work", "24h", "--steps", "2000", "--bucket", (tmp_path / "b").as_uri(),
-           "--out", str(tmp_path / "out"), "--", sys.executable, str(JOBS / "watched_loop.py")]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    where = ["--bucket", (tmp_path / "b").as_uri(), "--out", str(tmp_path / "out")]
+    work = ["--interval", "1", "--work", "24h", "--steps", "2000"]
+    done = spotsim("run", *work, *where, "--", sys.executable, WATCHED_LOOP, env=env, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "may be at most" in lines[0] and "--interval ≥" in lines[0], done.stderr
@@ -229,19 +238,19 @@ def test_malformed_trace_is_refused(tmp_path):
         '{"metadata": {"gap_seconds": 30}, "data": [0, 0]}',
     ]:
         trace.write_text(content)
-        done = subprocess.run(
-            [*SPOTSIM, "run", "--interval", "60", "--schedule", f"trace:{trace}", "--out", str(tmp_path / "o"),
-             "--", sys.executable, "-c", "pass"], capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        schedule = ["--schedule", f"trace:{trace}"]
+        done = spotsim(
+            "run", "--interval", "60", *schedule, "--out", str(tmp_path / "o"), "--", sys.executable, "-c", "pass"
+        )
         assert done.returncode == 2 and done.stderr.startswith("spotsim: error: trace"), done.stderr
 
 
 @pytest.mark.slow
 def test_tf_cnn_runs_under_the_harness(tmp_path):
     out = tmp_path / "out"
-    cmd = [*SPOTSIM, "run", "--workload", "tf-cnn", "--steps", "300", "--interval-steps", "50",
-           "--schedule", "steps:120", "--kill", "sigterm", "--out", str(out)]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    workload = ["--workload", "tf-cnn", "--steps", "300"]
+    schedule = ["--interval-steps", "50", "--schedule", "steps:120", "--kill", "sigterm"]
+    done = spotsim("run", *workload, *schedule, "--out", str(out), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["completed"] and summary["final_step"] == 300 and summary["preemptions"] == 1
@@ -258,35 +267,33 @@ def one_error_line(done: subprocess.CompletedProcess, says: str) -> None:
 
 @pytest.mark.parametrize(
     ("command", "says"),
-    [(["/nonexistent/cmd"], "command not found or not executable: /nonexistent/cmd"),
-     ([str(JOBS / "watched_loop.py")], "not executable"),  # a script without its execute bit
-     (["no-such-program-anywhere"], "command not found")],
-)  # fmt: skip
+    [
+        (["/nonexistent/cmd"], "command not found or not executable: /nonexistent/cmd"),
+        ([WATCHED_LOOP], "not executable"),  # a script without its execute bit
+        (["no-such-program-anywhere"], "command not found"),
+    ],
+)
 def test_a_command_that_cannot_run_is_one_line(tmp_path, command, says):
-    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--out", str(tmp_path / "o"), "--", *command],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = spotsim("run", "--interval", "60", "--out", str(tmp_path / "o"), "--", *command)
     one_error_line(done, says)
     assert not (tmp_path / "o" / "summary.json").exists()
 
 
 def test_out_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "o").write_text("keep me")
-    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--out", str(tmp_path / "o"), "--", sys.executable,
-                           str(JOBS / "watched_loop.py")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = spotsim("run", "--interval", "60", "--out", str(tmp_path / "o"), "--", sys.executable, WATCHED_LOOP)
     one_error_line(done, "cannot write the output directory")
     assert (tmp_path / "o").read_text() == "keep me", "nothing already saved is lost"
 
 
 def test_out_on_a_read_only_filesystem_is_one_line(tmp_path, unwritable_root):
-    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--out", str(unwritable_root / "o"), "--",
-                           sys.executable, str(JOBS / "watched_loop.py")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = spotsim("run", "--interval", "60", "--out", str(unwritable_root / "o"), "--", sys.executable, WATCHED_LOOP)
     one_error_line(done, "cannot write the output directory")
 
 
 def test_a_read_only_bucket_is_caught_before_the_first_attempt(tmp_path, unwritable_root):
-    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--bucket", unwritable_root.as_uri(), "--out",
-                           str(tmp_path / "o"), "--", sys.executable, str(JOBS / "watched_loop.py")],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    where = ["--bucket", unwritable_root.as_uri(), "--out", str(tmp_path / "o")]
+    done = spotsim("run", "--interval", "60", *where, "--", sys.executable, WATCHED_LOOP)
     one_error_line(done, "cannot write to the bucket")
     assert not (tmp_path / "o" / "attempts").exists(), "no attempt was launched"
 
@@ -300,8 +307,9 @@ def test_a_schedule_that_leaves_no_room_stops_with_one_line(tmp_path):
 
 def test_exit_0_without_done_is_reported_as_such(tmp_path):
     out = tmp_path / "out"
-    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--max-crashes", "1", "--out", str(out), "--",
-                           sys.executable, "-c", "pass"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = spotsim(
+        "run", "--interval", "60", "--max-crashes", "1", "--out", str(out), "--", sys.executable, "-c", "pass"
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "exited with status 0 without reporting `done`" in " ".join(done.stdout.split())
 
@@ -321,11 +329,11 @@ sys.exit(1)
 
 def test_job_output_is_untrusted_and_never_swallows_the_harness_events(tmp_path):
     out = tmp_path / "out"
-    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--max-crashes", "1", "--out", str(out), "--",
-                           sys.executable, "-c", UNTRUSTED_JOB], capture_output=True, text=True, timeout=60)  # fmt: skip
+    args = ["--interval", "60", "--max-crashes", "1", "--out", str(out)]
+    done = spotsim("run", *args, "--", sys.executable, "-c", UNTRUSTED_JOB)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stdout + done.stderr
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]  # every line parses
-    assert [e["event"] for e in events if e["event"] in ("launch", "exit")] == ["launch", "exit"], "exit not lost"
+    assert [e["event"] for e in events if e["event"] in (LAUNCH, EXIT)] == [LAUNCH, EXIT], "exit not lost"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["crashes"] == 1 and summary["checkpoints"] == 0, "a garbage checkpoint is not counted"
     assert summary["final_step"] == 6, "a whole last line without its newline is still read"
@@ -340,8 +348,9 @@ def test_a_rerun_into_the_same_out_keeps_nothing_of_the_earlier_run(tmp_path):
     (out / "output").mkdir(parents=True)
     (out / "output" / "model.npz").write_bytes(b"from an earlier run")
     (out / "summary.json").write_text("{}")
-    done = subprocess.run([*SPOTSIM, "run", "--interval", "60", "--max-crashes", "1", "--out", str(out), "--",
-                           sys.executable, "-c", "pass"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = spotsim(
+        "run", "--interval", "60", "--max-crashes", "1", "--out", str(out), "--", sys.executable, "-c", "pass"
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert not (out / "output" / "model.npz").exists()
     assert json.loads((out / "summary.json").read_text())["attempts"] == 1

@@ -12,6 +12,7 @@ Real subprocesses and real signals; processes are found by scanning ``/proc``, s
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -117,10 +118,8 @@ def kill_leftovers():
     yield pids
     for pid in pids:
         if alive(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture
@@ -133,9 +132,13 @@ def job_copy(tmp_path) -> Path:
 
 def start(cmd: list[str], env: dict[str, str], kill_leftovers: set[int], *, session: bool = False) -> subprocess.Popen:
     process = subprocess.Popen(
-        cmd, env=os.environ | env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cmd,
+        env=os.environ | env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         start_new_session=session,  # a group of its own, as a terminal gives a foreground command
-    )  # fmt: skip
+    )
     kill_leftovers.add(process.pid)
     return process
 
@@ -175,8 +178,9 @@ def test_kill_9_of_spotsim_run_takes_the_job_and_the_emulator_with_it(tmp_path, 
     out = tmp_path / "out"
     harness = start(
         [*SPOTSIM, "run", "--interval-steps", "20", "--out", str(out), "--", sys.executable, str(job_copy)],
-        {"STEP_SLEEP": "0.01", "TOTAL_STEPS": "100000"}, kill_leftovers,
-    )  # fmt: skip
+        {"STEP_SLEEP": "0.01", "TOTAL_STEPS": "100000"},
+        kill_leftovers,
+    )
     wait_for(lambda: has_event(out / "events.jsonl", "checkpoint") or harness.poll() is not None, 30, "a checkpoint")
     assert harness.poll() is None, harness.stderr.read().decode()
     sigkill_and_check(harness, job_copy, kill_leftovers)
@@ -184,8 +188,11 @@ def test_kill_9_of_spotsim_run_takes_the_job_and_the_emulator_with_it(tmp_path, 
     # The lock died with the harness: the next run on the same --out goes ahead.
     again = subprocess.run(
         [*SPOTSIM, "run", "--interval-steps", "20", "--out", str(out), "--", sys.executable, str(job_copy)],
-        env=os.environ | {"STEP_SLEEP": "0.001", "TOTAL_STEPS": "20"}, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=os.environ | {"STEP_SLEEP": "0.001", "TOTAL_STEPS": "20"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert json.loads((out / "summary.json").read_text())["final_step"] == 20
 
@@ -194,8 +201,9 @@ def test_kill_9_of_spotsim_verify_during_the_reference_takes_everything_with_it(
     out = tmp_path / "verify"
     harness = start(
         [*SPOTSIM, "verify", "--interval-steps", "20", "--out", str(out), "--", sys.executable, str(job_copy)],
-        {"STEP_SLEEP": "0.01", "TOTAL_STEPS": "100000"}, kill_leftovers,
-    )  # fmt: skip
+        {"STEP_SLEEP": "0.01", "TOTAL_STEPS": "100000"},
+        kill_leftovers,
+    )
     events = out / "reference" / "events.jsonl"
     wait_for(lambda: has_event(events, "checkpoint") or harness.poll() is not None, 30, "a reference checkpoint")
     assert harness.poll() is None, harness.stderr.read().decode()
@@ -209,8 +217,9 @@ def test_kill_9_of_spotsim_run_takes_the_jobs_grandchildren_too(tmp_path, job_co
     shell = f'{sleeper} & exec "{sys.executable}" "{job_copy}"'
     harness = start(
         [*SPOTSIM, "run", "--interval-steps", "20", "--out", str(out), "--", "sh", "-c", shell],
-        {"STEP_SLEEP": "0.01", "TOTAL_STEPS": "100000"}, kill_leftovers,
-    )  # fmt: skip
+        {"STEP_SLEEP": "0.01", "TOTAL_STEPS": "100000"},
+        kill_leftovers,
+    )
     wait_for(lambda: has_event(out / "events.jsonl", "checkpoint") or harness.poll() is not None, 30, "a checkpoint")
     assert harness.poll() is None, harness.stderr.read().decode()
     sigkill_and_check(harness, job_copy, kill_leftovers, grandchild=sleeper)
@@ -223,8 +232,25 @@ def start_sweep(
     out: Path, job: Path, kill_leftovers: set[int], *, session: bool = False
 ) -> tuple[subprocess.Popen, dict[int, str]]:
     """A sweep of 4 never-ending runs, 2 at a time; returns once both are training, with everything below it."""
-    cmd = [*SPOTSIM, "sweep", "--intervals", "5s", "--rates", "0", "--repeats", "4", "--parallel", "2",
-           "--time-scale", "1", "--out", str(out), "--", sys.executable, str(job)]  # fmt: skip
+    cmd = [
+        *SPOTSIM,
+        "sweep",
+        "--intervals",
+        "5s",
+        "--rates",
+        "0",
+        "--repeats",
+        "4",
+        "--parallel",
+        "2",
+        "--time-scale",
+        "1",
+        "--out",
+        str(out),
+        "--",
+        sys.executable,
+        str(job),
+    ]
     sweep = start(cmd, {"STEP_SLEEP": "0.01", "TOTAL_STEPS": "100000"}, kill_leftovers, session=session)
 
     def two_runs_training() -> bool:
@@ -347,9 +373,24 @@ def test_each_attempt_gets_a_local_disk_as_SPOTSIM_LOCAL_DIR_and_TMPDIR(tmp_path
     job = tmp_path / "local_disk_job.py"
     job.write_text(LOCAL_DISK_JOB)
     out = tmp_path / "out"
-    cmd = [*SPOTSIM, "run", "--interval", "60", "--schedule", "fixed:1", "--kill", "sigkill",
-           "--bucket", (tmp_path / "ckpt").as_uri(), "--out", str(out),
-           *(["--local-disk", mode] if mode else []), "--", sys.executable, str(job)]  # fmt: skip
+    cmd = [
+        *SPOTSIM,
+        "run",
+        "--interval",
+        "60",
+        "--schedule",
+        "fixed:1",
+        "--kill",
+        "sigkill",
+        "--bucket",
+        (tmp_path / "ckpt").as_uri(),
+        "--out",
+        str(out),
+        *(["--local-disk", mode] if mode else []),
+        "--",
+        sys.executable,
+        str(job),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((out / "summary.json").read_text())

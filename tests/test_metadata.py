@@ -330,10 +330,9 @@ def test_every_request_reaches_on_request_once_with_its_status(serve, cloud, req
     seen = [(r.method, r.path, r.status, r.notice) for r in server.requests]
     assert seen == [(method, path, status, notice) for method, path, _, status, notice in requests]
     assert all(before <= r.t <= time.time() and r.cloud == cloud for r in server.requests)
-    assert server.requests[-1].to_event() == {
-        "cloud": cloud, "method": requests[-1][0], "path": requests[-1][1], "status": requests[-1][3],
-        "notice": requests[-1][4],
-    }  # fmt: skip
+    method, path, _, status, notice = requests[-1]
+    last = {"cloud": cloud, "method": method, "path": path, "status": status, "notice": notice}
+    assert server.requests[-1].to_event() == last
 
 
 def test_stop_is_prompt_with_a_long_poll_pending(serve):

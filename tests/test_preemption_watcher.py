@@ -18,6 +18,16 @@ import pytest
 
 from spotsim import CheckpointManager, PreemptionWatcher
 from spotsim.errors import InvalidOption
+from spotsim.events import (
+    CHECKPOINT,
+    DONE,
+    PREEMPTION_APPROVAL,
+    PREEMPTION_NOTICE,
+    REBALANCE_RECOMMENDATION,
+    START,
+    STEP,
+    job_event_problem,
+)
 from spotsim.metadata import MetadataRequest, MetadataServer
 from spotsim.metadata import server as server_module
 from spotsim.metadata.aws import AwsMetadata
@@ -29,7 +39,10 @@ JOB = Path(__file__).parent / "jobs" / "watched_loop.py"
 
 
 def read_events(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """Every line the job wrote, each a valid job event."""
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert not [(e, p) for e in events if (p := job_event_problem(e))]
+    return events
 
 
 def test_sigterm_saves_an_emergency_checkpoint_and_exits_zero(tmp_path):
@@ -42,11 +55,11 @@ def test_sigterm_saves_an_emergency_checkpoint_and_exits_zero(tmp_path):
     assert proc.wait(timeout=30) == 0
 
     log = read_events(events)
-    notice = [e for e in log if e["event"] == "preemption_notice"]
-    emergency = [e for e in log if e["event"] == "checkpoint" and e["kind"] == "emergency"]
+    notice = [e for e in log if e["event"] == PREEMPTION_NOTICE]
+    emergency = [e for e in log if e["event"] == CHECKPOINT and e["kind"] == "emergency"]
     assert [n["reason"] for n in notice] == ["SIGTERM"]
     assert len(emergency) == 1 and log[-1] == emergency[0], "the emergency checkpoint is the job's last word"
-    last_step = max(e["step"] for e in log if e["event"] == "step")
+    last_step = max(e["step"] for e in log if e["event"] == STEP)
     assert emergency[0]["step"] == last_step, "no step done before the notice may be lost"
 
     with CheckpointManager(uri) as manager:
@@ -61,20 +74,24 @@ def test_a_resumed_job_continues_from_the_emergency_checkpoint(tmp_path):
     assert first.stdout.readline().strip() == "ready"
     first.send_signal(signal.SIGINT)  # Ctrl-C is a notice too
     assert first.wait(timeout=30) == 0
-    saved = [e["step"] for e in read_events(events) if e["event"] == "checkpoint"][-1]
+    saved = [e["step"] for e in read_events(events) if e["event"] == CHECKPOINT][-1]
 
     done = subprocess.run([sys.executable, str(JOB)], env=env | {"TOTAL_STEPS": str(saved + 20)}, capture_output=True)
     assert done.returncode == 0, done.stderr
     log = read_events(events)
-    starts = [e for e in log if e["event"] == "start"]
+    starts = [e for e in log if e["event"] == START]
     assert [s["resumed_step"] for s in starts] == [None, saved]
-    assert log[-1] == {"t": log[-1]["t"], "event": "done", "step": saved + 20}
+    assert log[-1] == {"t": log[-1]["t"], "event": DONE, "step": saved + 20}
 
 
 METADATA_VARIABLES = (
-    "GCE_METADATA_HOST", "GCE_METADATA_ROOT", "GCE_METADATA_IP", "AWS_EC2_METADATA_SERVICE_ENDPOINT",
-    "SPOTSIM_METADATA_URL", "SPOTSIM_METADATA_CLOUD",
-)  # fmt: skip
+    "GCE_METADATA_HOST",
+    "GCE_METADATA_ROOT",
+    "GCE_METADATA_IP",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    "SPOTSIM_METADATA_URL",
+    "SPOTSIM_METADATA_CLOUD",
+)
 
 
 @pytest.fixture
@@ -129,7 +146,7 @@ def test_the_watcher_finds_the_server_from_the_environment_and_reads_the_deadlin
     expected = None if cloud == "gce" else float(round(deadline))  # GCE gives no deadline; the others whole seconds
     assert watcher.deadline == expected and watcher.notice.cloud == cloud
     assert watcher.reason.startswith({"gce": "GCE", "aws": "AWS", "azure": "Azure"}[cloud])
-    [notice] = [e for e in read_events(events) if e["event"] == "preemption_notice"]
+    [notice] = [e for e in read_events(events) if e["event"] == PREEMPTION_NOTICE]
     assert notice["cloud"] == cloud and notice.get("deadline") == expected
     assert all(r.status in (200, 404) for r in server.requests), "404: AWS's spot paths before the notice"
 
@@ -146,8 +163,8 @@ def test_a_job_under_the_harness_environment_saves_on_the_metadata_notice(serve,
     server.notice(time.time() + 30)
     assert proc.wait(timeout=30) == 0, "no signal: the metadata notice alone ends the job"
     log = read_events(events)
-    [notice] = [e for e in log if e["event"] == "preemption_notice"]
-    assert notice["cloud"] == cloud and log[-1]["event"] == "checkpoint" and log[-1]["kind"] == "emergency"
+    [notice] = [e for e in log if e["event"] == PREEMPTION_NOTICE]
+    assert notice["cloud"] == cloud and log[-1]["event"] == CHECKPOINT and log[-1]["kind"] == "emergency"
     assert any(r.notice for r in server.requests)
 
 
@@ -204,7 +221,7 @@ def test_aws_rebalance_recommendation_is_recorded_but_is_not_a_notice(serve, cle
         server.notice(time.time() + 120)
         assert watcher.wait(2)
     log = read_events(events)
-    assert [e["event"] for e in log] == ["rebalance_recommendation", "preemption_notice"]
+    assert [e["event"] for e in log] == [REBALANCE_RECOMMENDATION, PREEMPTION_NOTICE]
     assert log[0]["notice_time"] == watcher.rebalance.issued_at
     puts = [r for r in server.requests if r.method == "PUT"]
     assert [(r.path, r.status) for r in puts] == [("/latest/api/token", 200)], "one IMDSv2 token for the whole run"
@@ -249,7 +266,7 @@ def test_azure_approval_after_the_emergency_checkpoint(serve, clean_env):
         assert watcher.wait(2) and server.approved_at() is None, "noticing is not approving"
         assert watcher.approve()
     assert server.approved_at() is not None
-    approval = [e for e in read_events(events) if e["event"] == "preemption_approval"]
+    approval = [e for e in read_events(events) if e["event"] == PREEMPTION_APPROVAL]
     assert [(a["event_id"], a["accepted"]) for a in approval] == [("E1", True)]
 
 

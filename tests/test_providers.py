@@ -62,8 +62,10 @@ def run(tmp_path: Path, *args: str, env: dict) -> tuple[dict, list[dict]]:
     done = subprocess.run(
         [*SPOTSIM, "run", "--out", str(out), *args, "--", sys.executable, str(JOBS / "metadata_job.py")],
         env=os.environ | {"TOTAL_STEPS": "300", "STEP_SLEEP": "0.01", "COLUMNS": "250"} | env,
-        capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     return json.loads((out / "summary.json").read_text()), events
@@ -77,8 +79,20 @@ def test_gcp_notice_long_polled_the_seed_001_way_loses_nothing(tmp_path):
     """--notice 120s: preempted TRUE at t0, SIGTERM only 120 s later. The job (no SIGTERM handler) long-polls
     instance/preempted, sees TRUE within a second, saves and exits 0 before any signal; the result is
     bit-identical to an uninterrupted run."""
-    summary, events = run(tmp_path, "--provider", "gcp-spot", "--notice", "120s", "--schedule", "fixed:2",
-                          "--interval-steps", "50", "--time-scale", "1", env={"CLOUD": "gce"})  # fmt: skip
+    summary, events = run(
+        tmp_path,
+        "--provider",
+        "gcp-spot",
+        "--notice",
+        "120s",
+        "--schedule",
+        "fixed:2",
+        "--interval-steps",
+        "50",
+        "--time-scale",
+        "1",
+        env={"CLOUD": "gce"},
+    )
     assert summary["completed"] and summary["preemptions"] == 1 and summary["lost_steps"] == 0
     [preemption] = summary["interruptions"]
     assert preemption["exit"] == "before_signal" and preemption["signals"] == []
@@ -100,10 +114,23 @@ def test_gcp_notice_long_polled_the_seed_001_way_loses_nothing(tmp_path):
 def test_aws_notice_is_404_then_a_fixed_deadline_consistent_with_k(tmp_path):
     """aws-spot at K = 60: instance-action answers 404, then the same time on every poll, 120 s / 60 = 2 s
     ahead of the job's real clock (whole seconds, as IMDS writes them). The job loses nothing."""
-    summary, events = run(tmp_path, "--provider", "aws-spot", "--schedule", "fixed:90", "--interval-steps", "50",
-                          "--time-scale", "60", "--rebalance-lead", "60s",
-                          "--export-plan", "aws-fis", str(tmp_path / "plan"),
-                          env={"CLOUD": "aws", "POLL_S": "0.1"})  # fmt: skip
+    summary, events = run(
+        tmp_path,
+        "--provider",
+        "aws-spot",
+        "--schedule",
+        "fixed:90",
+        "--interval-steps",
+        "50",
+        "--time-scale",
+        "60",
+        "--rebalance-lead",
+        "60s",
+        "--export-plan",
+        "aws-fis",
+        str(tmp_path / "plan"),
+        env={"CLOUD": "aws", "POLL_S": "0.1"},
+    )
     assert summary["preemptions"] == 1 and summary["lost_steps"] == 0 and summary["completed"]
     [preemption] = summary["interruptions"]
     assert preemption["exit"] == "before_signal" and preemption["emergency_before_kill"]
@@ -128,8 +155,18 @@ def test_a_legacy_preemptible_vm_stops_at_24_hours_whatever_the_schedule_says(tm
     """gcp-preemptible with no preemption drawn at all (λ = 0): at K = 36,000 the VM still stops at 24 h of
     uptime (2.4 s of compute), announced like any preemption: TRUE with the SIGTERM, which kills this job (it has
     no handler) with at most an interval's steps lost. The next VM finishes the job."""
-    summary, events = run(tmp_path, "--provider", "gcp-preemptible", "--preempt-rate", "0", "--interval-steps",
-                          "50", "--time-scale", "36000", env={"CLOUD": "gce", "TOTAL_STEPS": "350"})  # fmt: skip
+    summary, events = run(
+        tmp_path,
+        "--provider",
+        "gcp-preemptible",
+        "--preempt-rate",
+        "0",
+        "--interval-steps",
+        "50",
+        "--time-scale",
+        "36000",
+        env={"CLOUD": "gce", "TOTAL_STEPS": "350"},
+    )
     assert summary["completed"] and summary["preemptions"] == 1 and summary["identity_holds"]
     [preemption] = summary["interruptions"]
     assert preemption["hard_stop"] and preemption["uptime_s"] == pytest.approx(24 * 3600, rel=0.01)
@@ -140,8 +177,18 @@ def test_a_legacy_preemptible_vm_stops_at_24_hours_whatever_the_schedule_says(tm
 def test_azure_approval_brings_the_eviction_forward(tmp_path):
     """azure-spot at K = 1: Preempt with NotBefore 30 s ahead. The job approves after its emergency save,
     and is evicted at once, not at NotBefore."""
-    summary, events = run(tmp_path, "--provider", "azure-spot", "--schedule", "fixed:2", "--interval-steps", "50",
-                          "--time-scale", "1", env={"CLOUD": "azure", "APPROVE": "1"})  # fmt: skip
+    summary, events = run(
+        tmp_path,
+        "--provider",
+        "azure-spot",
+        "--schedule",
+        "fixed:2",
+        "--interval-steps",
+        "50",
+        "--time-scale",
+        "1",
+        env={"CLOUD": "azure", "APPROVE": "1"},
+    )
     assert summary["preemptions"] == 1 and summary["lost_steps"] == 0 and summary["completed"]
     [notice] = [e for e in events if e["event"] == "notice"]
     sigterm = next(e for e in events if e["event"] == "signal")
@@ -156,9 +203,25 @@ def test_azure_approval_brings_the_eviction_forward(tmp_path):
 def test_verify_passes_a_job_that_resumes_from_its_metadata_notice(tmp_path):
     """spotsim verify under a 120 s GCP notice: the kill is the notice alone (the job exits before any
     signal), and the resume from its emergency checkpoint is bit-exact."""
-    cmd = [*SPOTSIM, "verify", "--provider", "gcp-spot", "--notice", "120s", "--kill", "sigterm", "--kill-steps",
-           "60", "--artifact", "model.npz", "--out", str(tmp_path / "v"), "--",
-           sys.executable, str(JOBS / "metadata_job.py")]  # fmt: skip
+    cmd = [
+        *SPOTSIM,
+        "verify",
+        "--provider",
+        "gcp-spot",
+        "--notice",
+        "120s",
+        "--kill",
+        "sigterm",
+        "--kill-steps",
+        "60",
+        "--artifact",
+        "model.npz",
+        "--out",
+        str(tmp_path / "v"),
+        "--",
+        sys.executable,
+        str(JOBS / "metadata_job.py"),
+    ]
     env = os.environ | {"CLOUD": "gce", "TOTAL_STEPS": "150", "STEP_SLEEP": "0.005", "COLUMNS": "250"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +11,17 @@ import pytest
 from spotsim.cost import load_prices, project
 from spotsim.durations import parse_duration
 from spotsim.errors import InvalidOption, InvalidSchedule, InvalidTrace, UnknownMachine
-from spotsim.preemption import KILL_MODES, SCHEDULES, KillMode, Lifetime, Sigkill, Sigterm, Steps, parse_schedule
-
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "spot-traces"
+from spotsim.preemption import (
+    SCHEDULES,
+    TRACES_DIR,
+    KillMode,
+    Lifetime,
+    Sigkill,
+    Sigterm,
+    Steps,
+    parse_schedule,
+    shipped_traces,
+)
 
 
 @pytest.mark.parametrize("kind", ["poisson", "weibull:0.7", "weibull:2.5"])
@@ -110,13 +117,28 @@ def test_trace_lifetimes_follow_runs_of_availability(tmp_path):
     assert inverted.lifetime(0, rng).uptime_s == 60  # the leading zeros are now the VM's uptime
 
 
-@pytest.mark.skipif(not TRACES.exists(), reason="the shared spot-traces data is not beside this checkout")
-def test_recorded_traces_load():
-    files = sorted(TRACES.rglob("*.json"))
-    assert files
-    for path in files:
-        lifetimes = parse_schedule(f"trace:{path}", 0).trace.lifetimes()
+def test_shipped_traces_load_by_name():
+    traces = shipped_traces()
+    assert len(traces) == 19 and (TRACES_DIR / "README.md").is_file()
+    for name in traces:
+        schedule = parse_schedule(f"trace:{name}", 0)
+        lifetimes = schedule.trace.lifetimes()
         assert lifetimes and all(u is None or u > 0 for u, _ in lifetimes)
+        assert schedule.describe() == f"trace:{name}"
+
+
+def test_a_shipped_trace_is_found_by_any_unique_tail_of_its_name(tmp_path):
+    name = "preemption/1-node/aws-04-22-2023/us-east-1c_v100_1"
+    for tail in (name, f"{name}.json", "aws-04-22-2023/us-east-1c_v100_1", "us-east-1c_v100_1"):
+        assert parse_schedule(f"trace:{tail}", 0).describe() == f"trace:{name}"
+    with pytest.raises(InvalidTrace, match="fits several shipped traces"):
+        parse_schedule("trace:us-west-2b_v100_1", 0)  # recorded in both the preemption and availability sets
+    assert parse_schedule("trace:aws-04-22-2023/us-west-2b_v100_1", 0).trace.gap_s == 32
+    with pytest.raises(InvalidTrace, match="cannot read trace"):
+        parse_schedule("trace:us-east-1z_v100_1", 0)
+    copy = tmp_path / "us-east-1c_v100_1.json"  # a file that exists wins over a shipped name
+    copy.write_text(json.dumps({"metadata": {"gap_seconds": 5}, "data": [1, 0, 1]}))
+    assert parse_schedule(f"trace:{copy}", 0).describe() == f"trace:{copy}"
 
 
 @pytest.mark.parametrize(
@@ -162,7 +184,7 @@ def test_durations_and_kill_modes():
 @pytest.mark.parametrize("text", ["sigterm", "sigkill", "mixed:0.25", "mixed"])
 def test_kill_modes_round_trip_and_compare_by_fraction(text):
     mode = KillMode.parse(text)
-    assert KILL_MODES[text.partition(":")[0]] is type(mode)
+    assert type(mode).name == text.partition(":")[0]
     assert KillMode.parse(str(mode)) == mode == KillMode.from_fraction(mode.sigkill_fraction)
     assert hash(KillMode.parse(str(mode))) == hash(mode)
 

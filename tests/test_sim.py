@@ -11,9 +11,11 @@ import sys
 import numpy as np
 import pytest
 
+from spotsim.cost import Machine, project
 from spotsim.errors import InvalidOption
 from spotsim.preemption import Sigkill, Sigterm, parse_schedule
-from spotsim.sim import Job, daly_interval, expected_wall_s, optimum, simulate, young_interval
+from spotsim.sim import Job, daly_interval, expected_wall_s, optimum, simulate, summarize, sweep_curves, young_interval
+from spotsim.sim.curves import GRID_POINTS
 
 SPOTSIM = [sys.executable, "-m", "spotsim.cli"]
 MIN, HOUR = 60.0, 3600.0
@@ -53,7 +55,7 @@ def test_no_preemptions_means_work_plus_checkpoints():
 
 
 def test_a_grace_period_that_fits_the_save_loses_nothing():
-    job = dict(work_s=20 * HOUR, checkpoint_s=30, restart_s=60)
+    job = {"work_s": 20 * HOUR, "checkpoint_s": 30, "restart_s": 60}
     rate = parse_schedule("poisson", 1.0)
     sigkill = simulate(Job(**job), [HOUR], rate, trials=2000, seed=1)
     sigterm = simulate(Job(**job, grace_s=30, sigkill_fraction=0.0), [HOUR], rate, trials=2000, seed=1)
@@ -91,10 +93,10 @@ def test_trace_replay_gaps_are_waited_but_not_billed(tmp_path):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(work_s=0, checkpoint_s=1),
-        dict(work_s=1, checkpoint_s=0),
-        dict(work_s=1, checkpoint_s=1, restart_s=-1),
-        dict(work_s=1, checkpoint_s=1, sigkill_fraction=1.5),
+        {"work_s": 0, "checkpoint_s": 1},
+        {"work_s": 1, "checkpoint_s": 0},
+        {"work_s": 1, "checkpoint_s": 1, "restart_s": -1},
+        {"work_s": 1, "checkpoint_s": 1, "sigkill_fraction": 1.5},
     ],
 )
 def test_bad_jobs_are_refused(kwargs):
@@ -103,7 +105,7 @@ def test_bad_jobs_are_refused(kwargs):
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*SPOTSIM, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([*SPOTSIM, *args], check=False, capture_output=True, text=True, timeout=120)
 
 
 def test_optimal_json():
@@ -124,9 +126,9 @@ def test_simulate_json_rows():
 
 
 def test_simulate_calibrates_from_a_live_run(tmp_path):
-    (tmp_path / "summary.json").write_text(json.dumps(
-        {"step_time_s": 2.0, "checkpoints": 4, "checkpoint_blocking_s": 8.0, "restart_overhead_s": 90.0}
-    ))  # fmt: skip
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"step_time_s": 2.0, "checkpoints": 4, "checkpoint_blocking_s": 8.0, "restart_overhead_s": 90.0})
+    )
     done = run("simulate", "--intervals", "30m", "--trials", "200", "--calibrate", str(tmp_path), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["lost_steps_mean"] == pytest.approx(json.loads(done.stdout)[0]["lost_s_mean"] / 2)
@@ -159,8 +161,9 @@ def test_a_projection_places_the_live_run_and_finds_the_best_interval():
     job = Job(work_s=24 * 3600, checkpoint_s=60, restart_s=120, step_s=1.0, sigkill_fraction=1.0)
     schedule = parse_schedule("poisson", 0.5)
     live = {"wall_s": 30 * 3600, "lost_s": 3600.0, "spot_cost_usd": 1e9}
-    projected = project_run(job, schedule, 300, spot_usd_per_hour=1.0, on_demand_usd_per_hour=3.0, live=live,
-                            trials=2000)  # fmt: skip
+    projected = project_run(
+        job, schedule, 300, spot_usd_per_hour=1.0, on_demand_usd_per_hour=3.0, live=live, trials=2000
+    )
     wall = projected["metrics"]["wall_s"]
     assert wall["p10"] <= wall["p50"] <= wall["p90"] and wall["mean"] > job.work_s
     assert 0 < wall["live_percentile"] < 1 and projected["metrics"]["spot_cost_usd"]["live_percentile"] == 1.0
@@ -169,3 +172,49 @@ def test_a_projection_places_the_live_run_and_finds_the_best_interval():
     assert best["daly_s"] == pytest.approx(daly_interval(60, 7200))
     assert exact / 1.5 <= best["optimum_s"] <= exact * 1.5  # the grid's cheapest is the renewal model's optimum
     assert best["optimum_cost_usd"] <= best["asked_cost_usd"]
+
+
+def test_summarize_prices_the_trajectories_through_the_cost_projection():
+    job = Job(work_s=10 * HOUR, checkpoint_s=60, restart_s=120)
+    outcome = simulate(job, [HOUR], parse_schedule("poisson", 0.5), trials=500, seed=3)
+    machine = Machine("test", on_demand_usd_per_hour=3.0, spot_usd_per_hour=1.0, sources=())
+    [row] = summarize(outcome, job, [HOUR], machine)
+    priced = project(
+        machine, billed_hours=outcome.billed_s[0] / 3600, uninterrupted_hours=(job.work_s + 10 * 60) / 3600
+    )
+    assert row["spot_cost_usd_mean"] == priced.spot_cost_usd.mean()
+    assert row["on_demand_cost_usd"] == priced.on_demand_cost_usd == 3.0 * (10 * HOUR + 600) / HOUR
+    assert row["savings_mean"] == pytest.approx(priced.savings.mean())
+
+
+def test_sweep_curves_span_the_live_intervals_and_dalys_for_each_rate_and_kill():
+    runs = [
+        {
+            "interval_s": tau,
+            "preempt_rate": rate,
+            "kill": kill,
+            "step_time_s": 1.0,
+            "checkpoints": 10,
+            "checkpoint_blocking_s": 20.0,
+            "restart_overhead_s": 30.0,
+            "startup_s": 40.0,
+            "final_step": 3600,
+            "machine": "test",
+            "spot_usd_per_hour": 0.5,
+            "on_demand_usd_per_hour": 2.0,
+        }
+        for rate in (0.0, 12.0)
+        for kill in ("sigkill", "sigterm")
+        for tau in (60.0, 600.0)
+    ]
+    curves = sweep_curves(runs, grace_s=30, restart_delay_s=0, trials=100)
+    assert curves.calibration.checkpoint_s == 2.0 and curves.calibration.work_s == 3600.0
+    assert len(curves.rows) == 4 * GRID_POINTS
+    assert {(row["preempt_rate"], row["kill"]) for row in curves.rows} == {(r["preempt_rate"], r["kill"]) for r in runs}
+    daly = daly_interval(2.0, HOUR / 12)
+    assert curves.daly_s == {12.0: daly} and curves.young_s == {12.0: young_interval(2.0, HOUR / 12)}
+    for rate, shortest in ((0.0, 60.0), (12.0, daly)):  # from half the shortest to twice the longest (600 s)
+        grid = [row["interval_s"] for row in curves.rows if row["preempt_rate"] == rate]
+        assert grid[0] == pytest.approx(shortest / 2) and grid[-1] == pytest.approx(1200.0)
+    for row in curves.rows:  # priced at the sweep's own prices
+        assert row["spot_cost_usd_mean"] == pytest.approx(row["billed_hours_mean"] * 0.5)

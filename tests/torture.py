@@ -29,8 +29,12 @@ def expected_state(step: int, size_mib: float) -> dict:
     """The state saved at ``step``: two arrays and scalars, all derived from the step."""
     n = int(size_mib * MiB)
     rng = np.random.default_rng(step)
-    return {"step": step, "a": rng.integers(0, 256, n * 3 // 4, dtype=np.uint8),
-            "b": rng.standard_normal(n // 4 // 8), "meta": {"tag": f"step {step}"}}  # fmt: skip
+    return {
+        "step": step,
+        "a": rng.integers(0, 256, n * 3 // 4, dtype=np.uint8),
+        "b": rng.standard_normal(n // 4 // 8),
+        "meta": {"tag": f"step {step}"},
+    }
 
 
 def same_state(restored: dict, step: int, size_mib: float) -> bool:
@@ -107,8 +111,10 @@ def torture(uri: str, endpoint: str, *, kills: int, size_mib: float, seed: int, 
 def _launch(uri: str, endpoint: str, size_mib: float, layout: str):
     proc = subprocess.Popen(
         [sys.executable, __file__, uri, endpoint, str(size_mib), layout],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[tuple[float, str]] = []
 
     def read() -> None:

@@ -1,12 +1,27 @@
 """Checkpoints that survive preemption: the library half of spotsim.
 
 ``CheckpointManager`` saves and restores states crash-safely (local disk or
-GCS); ``PreemptionWatcher`` turns SIGTERM and metadata-server notices into a
-flag the training loop checks. Framework adapters live in ``torch_adapter``
-and ``tf_adapter`` and are imported only when used.
+GCS), when its ``SaveInterval`` says a save is due, and reports what it does
+to a ``CheckpointListener`` (by default the harness's run log);
+``PreemptionWatcher`` turns SIGTERM and metadata-server notices into a flag
+the training loop checks. Framework adapters (``TrainingState``s) live in
+``torch_adapter`` and ``tf_adapter`` and are imported only when used.
 """
 
-from spotsim.checkpoint.manager import CheckpointManager, Restored, SaveStats
+from spotsim.checkpoint.manager import CheckpointManager, Restored, SaveFailure, SaveStats
+from spotsim.checkpoint.policy import SaveInterval
+from spotsim.checkpoint.telemetry import CheckpointListener, RunLogListener
+from spotsim.checkpoint.tree import TrainingState
 from spotsim.checkpoint.watcher import PreemptionWatcher
 
-__all__ = ["CheckpointManager", "PreemptionWatcher", "Restored", "SaveStats"]
+__all__ = [
+    "CheckpointListener",
+    "CheckpointManager",
+    "PreemptionWatcher",
+    "Restored",
+    "RunLogListener",
+    "SaveFailure",
+    "SaveInterval",
+    "SaveStats",
+    "TrainingState",
+]

@@ -1,10 +1,13 @@
 """CheckpointManager: crash-safe, optionally asynchronous checkpoints on any store.
 
-Where a checkpoint becomes visible: :meth:`CheckpointManager._persist` uploads
-the payload objects under a fresh save id, then creates the step's manifest
-with ``create_if_absent``. That one call is the commit; a process killed at
-any instant before it leaves nothing a restore would trust, and one killed
-after it leaves a complete checkpoint.
+Where a checkpoint becomes visible: :meth:`CheckpointManager._upload_and_commit`
+uploads the payload objects under a fresh save id, then creates the step's
+manifest with ``create_if_absent``. That one call is the commit; a process
+killed at any instant before it leaves nothing a restore would trust, and one
+killed after it leaves a complete checkpoint.
+
+When to save is :class:`~spotsim.checkpoint.policy.SaveInterval`'s decision;
+what happened is reported to one :class:`~spotsim.checkpoint.telemetry.CheckpointListener`.
 
 When the bucket fails, training goes on: see :class:`CheckpointManager` for
 which saves are skipped (``checkpoint_failed`` events) and which raise.
@@ -33,10 +36,13 @@ from spotsim.checkpoint.manifest import (
     step_of,
     step_prefix,
 )
+from spotsim.checkpoint.policy import SaveInterval
+from spotsim.checkpoint.telemetry import CheckpointListener, RunLogListener
 from spotsim.errors import CheckpointError, CorruptCheckpoint, ObjectNotFound, SpotsimError
 from spotsim.events import EventLog
 from spotsim.storage import Store, open_store
 from spotsim.storage.crc import crc32c_of, to_b64
+from spotsim.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,23 @@ class SaveFailure:
     skipped: bool
 
 
+@dataclass(frozen=True)
+class _PendingSave:
+    """A snapshot taken by :meth:`CheckpointManager.save`, to be persisted and committed."""
+
+    step: int
+    kind: str
+    packed: tree.Packed
+    metadata: dict
+    snapshot_s: float  # the time the snapshot held the caller
+    blocking_started: float | None  # perf_counter when the caller began waiting for the commit; None: it does not
+    retries_before: int  # the store's retry count when the persist began
+
+    def blocking_s(self) -> float:
+        """How long the caller has been held: until now if it waits for the commit, else the snapshot."""
+        return time.perf_counter() - self.blocking_started if self.blocking_started is not None else self.snapshot_s
+
+
 class CheckpointManager:
     """Save and restore training state crash-safely under one store URI.
 
@@ -81,6 +104,8 @@ class CheckpointManager:
         async_save: snapshot in the caller, persist in a background thread.
         layout: ``"directory"`` (header + shards) or ``"archive"`` (one object).
         events: where to append contract events; default ``SPOTSIM_EVENTS`` if set.
+        listener: who hears what the manager does (default: a :class:`RunLogListener` on
+            ``events``, or nothing when there is no run log).
         framework: recorded in manifests ("torch", "tensorflow", "numpy"…).
         store_options: passed to :func:`spotsim.storage.open_store`.
         save_deadline_s: how long one save may keep retrying a failing bucket, from the start
@@ -112,17 +137,21 @@ class CheckpointManager:
         framework: str = "unknown",
         store_options: dict | None = None,
         save_deadline_s: float | None = 30.0,
+        listener: CheckpointListener | None = None,
     ) -> None:
-        _check_options(keep, interval_s, interval_steps, layout, save_deadline_s)
+        _check_options(keep, layout, save_deadline_s)
+        self.interval = SaveInterval(seconds=interval_s, steps=interval_steps)
         self.save_deadline_s = save_deadline_s
-        self.keep, self.interval_s, self.interval_steps = keep, interval_s, interval_steps
-        self.async_save, self.layout, self.framework = async_save, layout, framework
+        self.keep = keep
+        self.async_save = async_save
+        self.layout = layout
+        self.framework = framework
         self.store: Store = open_store(uri, **(store_options or {}))
-        self.events = EventLog(events) if isinstance(events, (str, os.PathLike)) else (events or EventLog.from_env())
+        self.listener = listener if listener is not None else _default_listener(events)
         self.saves: list[SaveStats] = []
         self.failures: list[SaveFailure] = []
         self._persist_thread: threading.Thread | None = None
-        self._in_flight: tuple[int, int] | None = None  # (step, store retries when it started)
+        self._in_flight: _PendingSave | None = None  # the save the persist thread is working on
         self._background_error: BaseException | None = None
         self._last_save_time = time.monotonic()
         self._last_save_step: int | None = None
@@ -137,15 +166,18 @@ class CheckpointManager:
         uri = os.environ.get("SPOTSIM_CHECKPOINT_URI")
         if not uri:
             raise CheckpointError("SPOTSIM_CHECKPOINT_URI is not set; pass a URI or run under `spotsim run`")
-        for key, variable, kind in (("interval_s", "SPOTSIM_CHECKPOINT_INTERVAL", float),
-                                    ("interval_steps", "SPOTSIM_CHECKPOINT_INTERVAL_STEPS", int),
-                                    ("keep", "SPOTSIM_CHECKPOINT_KEEP", int)):  # fmt: skip
-            if key not in kwargs and (value := os.environ.get(variable)):
-                try:
-                    kwargs[key] = kind(value)
-                except ValueError:
-                    raise CheckpointError(f"{variable}={value!r} is not a valid {key}") from None
+        for key, variable, kind in _ENV_OPTIONS:
+            if key not in kwargs and (text := os.environ.get(variable)):
+                kwargs[key] = _positive_from_env(variable, text, kind, key)
         return cls(uri, **kwargs)
+
+    @property
+    def interval_s(self) -> float | None:
+        return self.interval.seconds
+
+    @property
+    def interval_steps(self) -> int | None:
+        return self.interval.steps
 
     def __enter__(self) -> CheckpointManager:
         return self
@@ -156,54 +188,68 @@ class CheckpointManager:
     # -- when to save -------------------------------------------------------
 
     def should_save(self, step: int) -> bool:
-        """Record ``step`` as completed and say whether a periodic checkpoint is due."""
+        """Record ``step`` as completed and say whether a periodic checkpoint is due (see :attr:`interval`)."""
         self._announce_start(None)
-        if self.events:
-            self.events.step(step)
-        if step == self._last_save_step:
-            return False
-        due_by_time = self.interval_s is not None and time.monotonic() - self._last_save_time >= self.interval_s
-        due_by_steps = self.interval_steps is not None and step > 0 and step % self.interval_steps == 0
-        return due_by_time or due_by_steps
+        self.listener.step_completed(step)
+        since_save = time.monotonic() - self._last_save_time
+        return self.interval.should_save(step, last_saved_step=self._last_save_step, seconds_since_save=since_save)
 
     # -- save ---------------------------------------------------------------
 
-    def save(self, step: int, state: Any, *, kind: str = "periodic", metadata: dict | None = None) -> None:
+    def save(
+        self,
+        step: int,
+        state: tree.TrainingState | Any,
+        *,
+        kind: str = "periodic",
+        metadata: dict | None = None,
+    ) -> None:
         """Checkpoint ``state`` as of ``step``.
 
-        With ``async_save`` only the snapshot (a copy into host memory) and any
-        wait for the previous persist block the caller; an ``emergency`` or
-        ``final`` save persists before returning. A background failure of an
-        earlier save is raised here (or from :meth:`wait`), once; one of a bucket
-        that stayed unreachable is not (see the class docstring).
+        ``state`` is a state tree (see :mod:`spotsim.checkpoint.tree`) or a
+        :class:`~spotsim.checkpoint.tree.TrainingState`, whose ``state_dict()``
+        is taken here. With ``async_save`` only the snapshot (a copy into host
+        memory) and any wait for the previous persist block the caller; an
+        ``emergency`` or ``final`` save persists before returning. A background
+        failure of an earlier save is raised here (or from :meth:`wait`), once;
+        one of a bucket that stayed unreachable is not (see the class docstring).
         """
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         start = time.perf_counter()
         self._announce_start(None)
         synchronous = not (self.async_save and kind == "periodic")
-        if self.events:
-            self.events.step(step, force=True)
-            if synchronous:  # the loop is held until its checkpoint event: the harness's clock runs at 1× meanwhile
-                self.events.emit("checkpoint_start", step=step, kind=kind)
+        self.listener.step_completed(step, force=True)
+        if synchronous:  # the loop is held until its checkpoint event: the harness's clock runs at 1× meanwhile
+            self.listener.checkpoint_started(step, kind)
         if kind == "periodic" and (stuck := self._retrying_step()) is not None:
             self._last_save_time, self._last_save_step = time.monotonic(), step  # the next one is due an interval on
             self._fail(step, kind, f"the save of step {stuck} is still retrying a failing store", 0, skipped=True)
             return
         self.wait()  # at most one persist in flight; waiting for it is blocking time
+        if isinstance(state, tree.TrainingState):
+            state = state.state_dict()
         packed = tree.pack(state, archive=self.layout == "archive", recycle=self._spare_buffers)
         self._spare_buffers = []
         snapshot_s = time.perf_counter() - start
         self._last_save_time, self._last_save_step = time.monotonic(), step
-        job = (step, packed, kind, dict(metadata or {}), snapshot_s)
-        if not synchronous:
-            self._persist_thread = threading.Thread(
-                target=self._persist_in_background, args=job, name=f"spotsim-persist-{step}", daemon=True
-            )
-            self._in_flight = (step, self._store_retries())
-            self._persist_thread.start()
-        else:
-            self._persist(*job, blocking_started=start)
+        pending = _PendingSave(
+            step=step,
+            kind=kind,
+            packed=packed,
+            metadata=dict(metadata or {}),
+            snapshot_s=snapshot_s,
+            blocking_started=start if synchronous else None,
+            retries_before=self._store_retries(),
+        )
+        if synchronous:
+            self._persist(pending)
+            return
+        self._persist_thread = threading.Thread(
+            target=self._persist_in_background, args=(pending,), name=f"spotsim-persist-{step}", daemon=True
+        )
+        self._in_flight = pending
+        self._persist_thread.start()
 
     def wait(self) -> None:
         """Block until the in-flight persist ends; re-raise its error, once."""
@@ -219,8 +265,7 @@ class CheckpointManager:
         try:
             self.wait()
         finally:
-            if self.events:
-                self.events.flush_step()
+            self.listener.closed()
             self.store.close()
 
     def mark_done(self, step: int) -> None:
@@ -229,51 +274,48 @@ class CheckpointManager:
         Waits for the in-flight persist first, so ``done`` is the run's last event.
         """
         self.wait()
-        if self.events:
-            self.events.step(step, force=True)
-            self.events.emit("done", step=step)
+        self.listener.step_completed(step, force=True)
+        self.listener.done(step)
 
     def _announce_start(self, resumed_step: int | None) -> None:
         """The contract's ``start`` event, once per process: on the first restore or save."""
         if self._started:
             return
         self._started = True
-        if self.events:
-            attempt = int(os.environ.get("SPOTSIM_ATTEMPT", "0") or 0)
-            self.events.emit("start", attempt=attempt, resumed_step=resumed_step)
-            if resumed_step is not None:
-                self.events.resumed(resumed_step)
+        attempt = int(os.environ.get("SPOTSIM_ATTEMPT", "0") or 0)
+        self.listener.started(attempt, resumed_step)
+        if resumed_step is not None:
+            self.listener.restored(resumed_step)
 
-    def _persist_in_background(self, *job: Any) -> None:
+    def _persist_in_background(self, pending: _PendingSave) -> None:
         try:
-            self._persist(*job, blocking_started=None)
+            self._persist(pending)
         except BaseException as e:  # kept for wait(); a thread cannot raise to the caller
-            log.error("background checkpoint save of step %d failed: %s", job[0], e)
+            log.error("background checkpoint save of step %d failed: %s", pending.step, e)
             self._background_error = e
 
-    def _persist(
-        self, step: int, packed: tree.Packed, kind: str, metadata: dict, snapshot_s: float, *, blocking_started
-    ) -> None:
-        retries_before = self._store_retries()
+    def _persist(self, pending: _PendingSave) -> None:
         try:
             with self._retry_deadline():
-                self._upload_and_commit(step, packed, kind, metadata, snapshot_s, blocking_started, retries_before)
+                self._upload_and_commit(pending)
         except Exception as e:
-            skipped = kind == "periodic" and isinstance(e, (ConnectionError, TimeoutError))  # unreachable, retried
-            self._fail(step, kind, str(e), self._store_retries() - retries_before, skipped=skipped)
+            # Unreachable after the store's retries: a periodic save is skipped, training goes on.
+            skipped = pending.kind == "periodic" and isinstance(e, (ConnectionError, TimeoutError))
+            retries = self._store_retries() - pending.retries_before
+            self._fail(pending.step, pending.kind, str(e), retries, skipped=skipped)
             if not skipped:
                 raise
         finally:
-            self._spare_buffers = packed.buffers()  # persisted or failed: the next snapshot may refill them
+            self._spare_buffers = pending.packed.buffers()  # persisted or failed: the next snapshot may refill them
 
     def _fail(self, step: int, kind: str, error: str, retries: int, *, skipped: bool) -> None:
         """Record a save that did not commit: a warning, a ``checkpoint_failed`` event, a :attr:`failures` entry."""
         error = " ".join(error.split())[:300]
-        self.failures.append(SaveFailure(step, kind, error, retries, skipped))
+        failure = SaveFailure(step, kind, error, retries, skipped)
+        self.failures.append(failure)
         then = "; training goes on without it" if skipped else ""
         log.warning("checkpoint of step %d (%s) failed after %d retries%s: %s", step, kind, retries, then, error)
-        if self.events:
-            self.events.emit("checkpoint_failed", step=step, kind=kind, error=error, retries=retries, skipped=skipped)
+        self.listener.checkpoint_failed(failure)
 
     def _store_retries(self) -> int:
         return getattr(self.store, "retries", 0)  # stores that retry (gs://) count; a local disk does not retry
@@ -282,8 +324,7 @@ class CheckpointManager:
         """The step of the persist in flight if it has met transient failures since it started."""
         if self._in_flight is None or self._persist_thread is None or not self._persist_thread.is_alive():
             return None
-        step, retries_at_start = self._in_flight
-        return step if self._store_retries() > retries_at_start else None
+        return self._in_flight.step if self._store_retries() > self._in_flight.retries_before else None
 
     def _retry_deadline(self) -> contextlib.AbstractContextManager:
         """Bound a save's retrying by ``save_deadline_s`` on stores that retry."""
@@ -292,56 +333,52 @@ class CheckpointManager:
             return contextlib.nullcontext()
         return deadline(self.save_deadline_s)
 
-    def _upload_and_commit(
-        self,
-        step: int,
-        packed: tree.Packed,
-        kind: str,
-        metadata: dict,
-        snapshot_s: float,
-        blocking_started: float | None,
-        retries_before: int,
-    ) -> None:
+    def _upload_and_commit(self, pending: _PendingSave) -> None:
+        step, kind = pending.step, pending.kind
         start = time.perf_counter()
         if self.store.exists(manifest_key(step)):
             log.info("step %d is already checkpointed; not saving it again", step)
-            self.saves.append(SaveStats(step, kind, self._blocking(blocking_started, snapshot_s), 0.0, 0, False))
+            self.saves.append(SaveStats(step, kind, pending.blocking_s(), 0.0, 0, False))
             return
-        save_id = uuid.uuid4().hex[:12]
-        entries = {}
-        for name, data in packed.objects.items():
-            self.store.put_bytes(f"{step_prefix(step)}{save_id}/{name}", data)
-            entries[f"{save_id}/{name}"] = ObjectEntry(len(data), to_b64(crc32c_of(data)))
-        manifest = Manifest(
-            step=step, kind=kind, created=time.time(), framework=self.framework, layout=self.layout,
-            spotsim_version=_version(), objects=entries, metadata=metadata,
-        )  # fmt: skip
+        manifest = self._upload(pending)
         committed = self.store.create_if_absent(manifest_key(step), manifest.to_json())  # the commit point
         if not committed:
             log.warning("another save committed step %d first; discarding this one", step)
-        persisted = time.perf_counter()
         at_commit = SaveStats(
-            step, kind, self._blocking(blocking_started, snapshot_s), persisted - start, packed.nbytes, committed,
-            self._store_retries() - retries_before,
-        )  # fmt: skip
-        self._emit_checkpoint(at_commit)  # now: a kill during retention must not hide this commit from the harness
+            step=step,
+            kind=kind,
+            blocking_s=pending.blocking_s(),
+            persist_s=time.perf_counter() - start,
+            bytes=pending.packed.nbytes,
+            committed=committed,
+            retries=self._store_retries() - pending.retries_before,
+        )
+        if committed:  # reported now: a kill during retention must not hide this commit from the harness
+            self.listener.checkpoint_finished(at_commit)
         try:
             self._collect_garbage()
         except (SpotsimError, OSError) as e:  # the step is committed all the same; the next save's retention catches up
             log.warning("retention after step %d failed, to be retried after the next save: %s", step, e)
         # A synchronous save held the caller through retention too.
-        self.saves.append(replace(at_commit, blocking_s=self._blocking(blocking_started, snapshot_s)))
+        self.saves.append(replace(at_commit, blocking_s=pending.blocking_s()))
 
-    @staticmethod
-    def _blocking(blocking_started: float | None, snapshot_s: float) -> float:
-        return time.perf_counter() - blocking_started if blocking_started is not None else snapshot_s
-
-    def _emit_checkpoint(self, stats: SaveStats) -> None:
-        if self.events and stats.committed:
-            self.events.emit(
-                "checkpoint", step=stats.step, kind=stats.kind, blocking_s=round(stats.blocking_s, 6),
-                persist_s=round(stats.persist_s, 6), bytes=stats.bytes, retries=stats.retries,
-            )  # fmt: skip
+    def _upload(self, pending: _PendingSave) -> Manifest:
+        """Upload the payload objects under a fresh save id; return the manifest that would commit them."""
+        save_id = uuid.uuid4().hex[:12]
+        entries = {}
+        for name, data in pending.packed.objects.items():
+            self.store.put_bytes(f"{step_prefix(pending.step)}{save_id}/{name}", data)
+            entries[f"{save_id}/{name}"] = ObjectEntry(len(data), to_b64(crc32c_of(data)))
+        return Manifest(
+            step=pending.step,
+            kind=pending.kind,
+            created=time.time(),
+            framework=self.framework,
+            layout=self.layout,
+            spotsim_version=__version__,
+            objects=entries,
+            metadata=pending.metadata,
+        )
 
     # -- restore ------------------------------------------------------------
 
@@ -411,26 +448,37 @@ class CheckpointManager:
         return referenced
 
 
-def _check_options(
-    keep: int, interval_s: float | None, interval_steps: int | None, layout: str, save_deadline_s: float | None = None
-) -> None:
+# Options ``from_env`` reads: (keyword, variable, type); each must be positive.
+_ENV_OPTIONS = (
+    ("interval_s", "SPOTSIM_CHECKPOINT_INTERVAL", float),
+    ("interval_steps", "SPOTSIM_CHECKPOINT_INTERVAL_STEPS", int),
+    ("keep", "SPOTSIM_CHECKPOINT_KEEP", int),
+)
+
+
+def _positive_from_env(variable: str, text: str, kind: type, key: str) -> Any:
+    """A positive option from the environment; a bad one is a :class:`CheckpointError`, like the missing URI."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise CheckpointError(f"{variable}={text!r} is not a valid {key}")
+    return value
+
+
+def _default_listener(events: EventLog | str | os.PathLike[str] | None) -> CheckpointListener:
+    """A run-log listener on ``events`` (a path or an open log), else on ``SPOTSIM_EVENTS``, else silence."""
+    run_log = EventLog(events) if isinstance(events, (str, os.PathLike)) else (events or EventLog.from_env())
+    return RunLogListener(run_log) if run_log is not None else CheckpointListener()
+
+
+def _check_options(keep: int, layout: str, save_deadline_s: float | None) -> None:
     if not isinstance(keep, int) or keep < 1:
         raise ValueError(f"keep must be a whole number ≥ 1, got {keep!r}")
-    if interval_s is not None and not (
-        isinstance(interval_s, (int, float)) and math.isfinite(interval_s) and interval_s > 0
-    ):
-        raise ValueError(f"interval_s must be a positive number of seconds, got {interval_s!r}")
-    if interval_steps is not None and not (isinstance(interval_steps, int) and interval_steps >= 1):
-        raise ValueError(f"interval_steps must be a whole number ≥ 1, got {interval_steps!r}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if save_deadline_s is not None and not (
         isinstance(save_deadline_s, (int, float)) and math.isfinite(save_deadline_s) and save_deadline_s >= 0
     ):
         raise ValueError(f"save_deadline_s must be a number of seconds ≥ 0 or None, got {save_deadline_s!r}")
-
-
-def _version() -> str:
-    from spotsim import __version__
-
-    return __version__

@@ -27,18 +27,18 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from spotsim.checkpoint.tree import TrainingState
 from spotsim.errors import CheckpointError, CorruptCheckpoint
 
 PREFIX = "ckpt"
-_PARTS = ("model", "optimizer", "step", "rng", "data")
 # Keras 3 keeps the state of Dropout and other random layers in SeedGenerators,
 # which are not TensorFlow trackables; they are saved under this extra name.
 _SEEDS = "model_seed_states"
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
 
-class TFState:
-    """The TensorFlow training objects of one job, as one checkpoint state.
+class TFState(TrainingState):
+    """The TensorFlow training objects of one job, as one checkpoint state (a :class:`TrainingState`).
 
     Pass whatever the job has; ``None`` parts are skipped and reported by
     :attr:`registered`, so a resume check can say what was never saved.
@@ -78,14 +78,14 @@ class TFState:
     def registered(self) -> list[str]:
         return [name for name, part in self.parts.items() if part is not None]
 
-    def state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """Write a TensorFlow checkpoint to scratch space and return its files as a state."""
         with tempfile.TemporaryDirectory(prefix="spotsim-tf-", dir=self.scratch_dir) as scratch:
             self._checkpoint().write(os.path.join(scratch, PREFIX))
             files = {name: _read(os.path.join(scratch, name)) for name in sorted(os.listdir(scratch))}
         return {"tf_checkpoint": {"files": files, "prefix": PREFIX}, "registered": self.registered}
 
-    def load(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put a restored state back into the live objects.
 
         Every registered part must be in the checkpoint, and every value in

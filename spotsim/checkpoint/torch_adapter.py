@@ -19,11 +19,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from spotsim.checkpoint.tree import TrainingState
+
 _DTYPES = {
     str(dtype).removeprefix("torch."): dtype
-    for dtype in [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16,
-                  torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128]
-}  # fmt: skip
+    for dtype in [
+        torch.bool,
+        torch.uint8,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.complex64,
+        torch.complex128,
+    ]
+}
 
 
 class TorchCodec:
@@ -118,8 +132,8 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         self.epoch, self.batch = state["epoch"], state["batch"]
 
 
-class TorchState:
-    """The training objects of one job, as one checkpoint state.
+class TorchState(TrainingState):
+    """The training objects of one job, as one checkpoint state (a :class:`TrainingState`).
 
     Pass whatever the job has; ``None`` parts are skipped and reported by
     :attr:`registered`, so a resume check can say what was never saved.
@@ -142,13 +156,13 @@ class TorchState:
     def registered(self) -> list[str]:
         return [name for name, part in self.parts.items() if part is not None] + (["rng"] if self.rng else [])
 
-    def state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         state = {name: part.state_dict() for name, part in self.parts.items() if part is not None}
         if self.rng:
             state["rng"] = capture_rng()
         return state
 
-    def load(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put a restored state back into the live objects."""
         missing = [name for name in self.registered if name not in state]
         if missing:

@@ -5,6 +5,8 @@ A *state* is a nested structure of dicts, lists and tuples whose leaves are
 :func:`pack` copies every array into a few contiguous byte buffers (the only
 copy a save makes, and the part of an async save that blocks training) and
 describes the structure as JSON; :func:`unpack` rebuilds the state from them.
+A :class:`TrainingState` is an object of live training objects that gives such
+a state and takes a restored one back.
 
 Everything read back is untrusted: node types, dtypes, shapes and offsets are
 checked, and only numeric dtypes from a fixed list are accepted, so a bucket
@@ -18,8 +20,9 @@ import importlib
 import json
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,9 +35,41 @@ FORMAT = "spotsim-state/1"
 # Numeric numpy dtypes a checkpoint may contain; nothing else is ever decoded.
 NUMPY_DTYPES = {
     name: np.dtype(name)
-    for name in ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-                 "float16", "float32", "float64", "complex64", "complex128"]
-}  # fmt: skip
+    for name in [
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+        "complex64",
+        "complex128",
+    ]
+}
+
+
+@runtime_checkable
+class TrainingState(Protocol):
+    """Live training objects that give a state to checkpoint and take a restored one back.
+
+    The two methods of torch's ``state_dict``/``load_state_dict`` (and of DCP's
+    ``Stateful``): ``state_dict()`` returns a state as described above, and
+    ``load_state_dict(state)`` puts a restored one into the live objects.
+    ``TorchState`` and ``TFState`` implement it; so does any object that
+    has both methods, a torch module or optimizer included.
+    """
+
+    def state_dict(self) -> Any:
+        """The state as of now (it may share memory with the live objects; a save copies it)."""
+
+    def load_state_dict(self, state: Any) -> None:
+        """Put a restored state into the live objects."""
 
 
 class ArrayCodec(Protocol):
@@ -130,8 +165,11 @@ def pack(
     arrays: list[tuple[Any, ArrayCodec, dict]] = []
     tree = _encode(state, arrays, path="state")
     layout, sizes = _place(arrays, sys.maxsize if archive else shard_bytes)
-    descriptors = [{**desc, "shard": sh, "offset": off} for (_, _, desc), (sh, off, _) in zip(arrays, layout)]
+    descriptors = [
+        {**desc, "shard": sh, "offset": off} for (_, _, desc), (sh, off, _) in zip(arrays, layout, strict=True)
+    ]
     header = json.dumps({"format": FORMAT, "tree": tree, "arrays": descriptors, "shards": sizes}).encode()
+    objects: dict[str, memoryview | bytes]
     if archive:
         head = _ARCHIVE_MAGIC + len(header).to_bytes(8, "little") + header
         head += bytes(-len(head) % ALIGN)
@@ -143,7 +181,7 @@ def pack(
         spare = _Spare(recycle)
         shards = [spare.take(size) for size in sizes]
         objects = {HEADER_OBJECT: header, **{f"shard-{i:05d}.bin": b for i, b in enumerate(shards)}}
-    for (array, codec, _), (shard, offset, nbytes) in zip(arrays, layout):
+    for (array, codec, _), (shard, offset, nbytes) in zip(arrays, layout, strict=True):
         with shards[shard][offset : offset + nbytes] as out:
             codec.copy_into(array, out)
     _zero_padding(shards, layout)
@@ -169,11 +207,11 @@ def _zero_padding(shards: list[memoryview], layout: list[tuple[int, int, int]]) 
     for shard, offset, nbytes in layout:
         shards[shard][ends[shard] : offset] = bytes(offset - ends[shard])
         ends[shard] = offset + nbytes
-    for shard, end in zip(shards, ends):
-        shard[end:] = bytes(len(shard) - end)
+    for buffer, end in zip(shards, ends, strict=True):
+        buffer[end:] = bytes(len(buffer) - end)
 
 
-def unpack(objects: dict[str, bytearray | bytes]) -> Any:
+def unpack(objects: Mapping[str, bytes | bytearray | memoryview]) -> Any:
     """Rebuild a state from the objects :func:`pack` made; raise CorruptCheckpoint on anything odd.
 
     Arrays come back as views of the given buffers (pass bytearrays for writable arrays).
@@ -195,7 +233,7 @@ def unpack(objects: dict[str, bytearray | bytes]) -> Any:
     return _decode(header.get("tree"), arrays)
 
 
-def _split_archive(buffer: bytes | bytearray) -> tuple[dict, list[memoryview]]:
+def _split_archive(buffer: bytes | bytearray | memoryview) -> tuple[dict, list[memoryview]]:
     view = memoryview(buffer)
     if bytes(view[: len(_ARCHIVE_MAGIC)]) != _ARCHIVE_MAGIC or len(view) < _ARCHIVE_PREFIX:
         raise CorruptCheckpoint("checkpoint archive does not start with the spotsim magic bytes")
@@ -273,7 +311,8 @@ def _decode(node: Any, arrays: list) -> Any:
         return node
     if not isinstance(node, dict) or "t" not in node:
         raise CorruptCheckpoint(f"malformed state node {str(node)[:80]!r}")
-    tag, value = node["t"], node.get("v")
+    tag = node["t"]
+    value: Any = node.get("v")  # untrusted: a wrong type raises TypeError or ValueError below
     try:
         if tag == "dict":
             return {_key(k): _decode(v, arrays) for k, v in value}

@@ -23,8 +23,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, TypeAlias
 
-from spotsim.events import EventLog
+from spotsim.events import PREEMPTION_APPROVAL, PREEMPTION_NOTICE, REBALANCE_RECOMMENDATION, EventLog
 from spotsim.metadata import aws, gce
 from spotsim.metadata.clients import REAL_BASES, AzureClient, MetadataClient, Notice, client, discover
 
@@ -35,7 +38,8 @@ AWS_METADATA_BASE = REAL_BASES["aws"]
 AZURE_METADATA_BASE = REAL_BASES["azure"]
 GCE_PREEMPTED_PATH = gce.ROOT + gce.PREEMPTED
 AWS_ACTION_PATH = aws.META + aws.INSTANCE_ACTION
-MIN_POLL_S = 0.02  # at a high K, polls stay this far apart: each one is a request in the run log
+MIN_POLL_REAL_S = 0.02  # at a high K, polls stay this far apart: each one is a request in the run log
+_SignalHandler: TypeAlias = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None  # signal.signal's
 
 
 def _on_the_run_clock(poll_interval_s: float) -> float:
@@ -44,7 +48,7 @@ def _on_the_run_clock(poll_interval_s: float) -> float:
         k = float(os.environ.get("SPOTSIM_TIME_SCALE") or 1.0)
     except ValueError:
         k = 1.0
-    return poll_interval_s if k <= 1.0 else max(min(MIN_POLL_S, poll_interval_s), poll_interval_s / k)
+    return poll_interval_s if k <= 1.0 else max(min(MIN_POLL_REAL_S, poll_interval_s), poll_interval_s / k)
 
 
 class PreemptionWatcher:
@@ -60,7 +64,7 @@ class PreemptionWatcher:
         gce_base, aws_base, azure_base: explicit metadata server base URLs; any of them replaces ``cloud``.
         poll_interval_s: seconds between polls (AWS, Azure), and before retrying a failed GCE long-poll. AWS
             recommends 5 s and Azure 1 s. Under the harness they are simulated seconds: divided by the run's
-            ``SPOTSIM_TIME_SCALE`` K (no faster than every :data:`MIN_POLL_S`), as a loop polling every second
+            ``SPOTSIM_TIME_SCALE`` K (no faster than every :data:`MIN_POLL_REAL_S`), as a loop polling every second
             on the VM would be seen on the compressed clock.
         approve: Azure only: let :meth:`approve` approve the Preempt event (off by default, as approving ends the VM).
         events: where to log the notice (default ``SPOTSIM_EVENTS`` if set).
@@ -70,6 +74,7 @@ class PreemptionWatcher:
         deadline: unix time of the stop, when a metadata notice gave one (AWS, Azure); else None.
         notice: the metadata notice that raised the flag, if one did.
         rebalance: AWS's rebalance recommendation, once seen.
+        poll_interval_real_s: ``poll_interval_s`` on the run's clock: the real seconds between polls.
 
     Raises:
         InvalidOption: an unknown ``cloud`` (or ``SPOTSIM_METADATA_CLOUD``), or a base URL that is not http.
@@ -92,18 +97,19 @@ class PreemptionWatcher:
         self.signals = signals
         explicit = {"gce": gce_base, "aws": aws_base, "azure": azure_base}
         self.sources = {c: b for c, b in explicit.items() if b} or discover(cloud, os.environ)
-        self.poll_interval_s = _on_the_run_clock(poll_interval_s)
+        self.poll_interval_real_s = _on_the_run_clock(poll_interval_s)
         self.events = events if events is not None else EventLog.from_env()
         self.reason: str | None = None
         self.noticed_at: float | None = None
         self.deadline: float | None = None
         self.notice: Notice | None = None
         self.rebalance: Notice | None = None
-        self._approve, self._event_id = approve, None
+        self._approve = approve
+        self._event_id: str | None = None
         self._flag = threading.Event()
         self._first = threading.Lock()  # taken once, by the first notice, and never given back
         self._stop = threading.Event()
-        self._previous_handlers: dict[int, object] = {}
+        self._previous_handlers: dict[int, _SignalHandler] = {}
         self._clients = self._make_clients()  # here, so that a bad address fails now rather than in start()
         self._pollers: list[threading.Thread] = []
 
@@ -161,7 +167,7 @@ class PreemptionWatcher:
         log.warning("preemption notice: %s%s", reason, left)
         if self.events:
             known = {k: v for k, v in {"cloud": cloud, "deadline": deadline}.items() if v is not None}
-            self.events.emit("preemption_notice", reason=reason, **known)
+            self.events.emit(PREEMPTION_NOTICE, reason=reason, **known)
 
     def approve(self) -> bool:
         """Azure: tell the cloud the VM may be evicted now; call it after the emergency checkpoint.
@@ -178,12 +184,13 @@ class PreemptionWatcher:
         accepted = azure.approve(event_id)
         log.warning("preemption approval of Azure event %s: %s", event_id, "accepted" if accepted else "refused")
         if self.events:
-            self.events.emit("preemption_approval", cloud="azure", event_id=event_id, accepted=accepted)
+            self.events.emit(PREEMPTION_APPROVAL, cloud="azure", event_id=event_id, accepted=accepted)
         return accepted
 
     def _make_clients(self) -> dict[str, MetadataClient]:
         return {
-            cloud: client(cloud, base, poll_interval_s=self.poll_interval_s) for cloud, base in self.sources.items()
+            cloud: client(cloud, base, poll_interval_s=self.poll_interval_real_s)
+            for cloud, base in self.sources.items()
         }
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -202,7 +209,7 @@ class PreemptionWatcher:
                 self.rebalance = notice
                 log.warning("%s: the instance is at elevated risk of interruption", notice.reason)
                 if self.events:
-                    self.events.emit("rebalance_recommendation", cloud=notice.cloud, notice_time=notice.issued_at)
+                    self.events.emit(REBALANCE_RECOMMENDATION, cloud=notice.cloud, notice_time=notice.issued_at)
             return
         self._event_id = self._event_id or notice.event_id
         self._record(notice.reason, notice.cloud, notice.deadline, notice)

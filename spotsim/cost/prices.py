@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,7 @@ class PriceTable:
         )
 
 
-def load_prices(path: str | Path | None = None) -> PriceTable:
+def load_prices(path: str | os.PathLike[str] | None = None) -> PriceTable:
     """Read and check a price table (the shipped one by default).
 
     Raises:

@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from spotsim.errors import EmulatorError
+from spotsim.events import STORAGE_OUTAGE
 from spotsim.storage.emulator import FakeGcsServer, ensure_bucket
 from spotsim.storage.faults import FaultProxy, FaultSpec
 
@@ -66,10 +68,12 @@ class EmbeddedBucket:
         self._lock = threading.Lock()
 
     def start(self) -> EmbeddedBucket:
-        if self._root is None:
+        root = self._root
+        if root is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="spotsim-bucket-")
+            root = self._tmp.name
         try:
-            self.emulator = FakeGcsServer(Path(self._root or self._tmp.name)).start()
+            self.emulator = FakeGcsServer(Path(root)).start()
             ensure_bucket(self.emulator.url, self.bucket)  # a job using the plain client expects the bucket to exist
             if self.faults is not None:
                 self.proxy = FaultProxy(self.emulator.url, self.faults, clock=self._clock, on_fault=self._record_fault)
@@ -98,7 +102,7 @@ class EmbeddedBucket:
     @property
     def url(self) -> str:
         """What jobs talk to: the proxy when there is one, else the emulator."""
-        return (self.proxy or self.emulator).url
+        return self.proxy.url if self.proxy is not None else self._started().url
 
     def env(self) -> dict[str, str]:
         """The job's storage environment: ``STORAGE_EMULATOR_HOST`` pointing at :attr:`url`."""
@@ -115,25 +119,30 @@ class EmbeddedBucket:
         with the ``error``, :attr:`down_since` stays set and the next call tries again.
         """
         now = time.time()
-        if self.emulator.alive():
+        emulator = self._started()
+        if emulator.alive():
             self._last_alive = now
             return []
         if self.down_since is None:  # first noticed now
-            code = self.emulator.exit_code()
+            code = emulator.exit_code()
             self._cause = "emulator process gone" if code is None else f"emulator exited with code {code}"
             self.down_since = self._last_alive
-        cause = self._cause
+        outage = {"event": STORAGE_OUTAGE, "cause": self._cause, "down_since": self.down_since}
         try:
-            self.emulator.restart()
+            emulator.restart()
         except Exception as e:
-            return [{"t": time.time(), "event": "storage_outage", "cause": cause, "down_since": self.down_since,
-                     "restarted": False, "error": str(e)}]  # fmt: skip
+            return [{"t": time.time(), **outage, "restarted": False, "error": str(e)}]
         restarted_at = time.time()
-        event = {"t": restarted_at, "event": "storage_outage", "cause": cause, "down_since": self.down_since,
-                 "down_s": round(restarted_at - self.down_since, 3), "restarted": True}  # fmt: skip
+        down_s = round(restarted_at - self.down_since, 3)
+        event = {"t": restarted_at, **outage, "down_s": down_s, "restarted": True}
         self.outages.append((self.down_since, restarted_at))
         self.down_since, self._last_alive = None, restarted_at
         return [event]
+
+    def _started(self) -> FakeGcsServer:
+        if self.emulator is None:
+            raise EmulatorError("the bucket's emulator is not started: use start() or a with block")
+        return self.emulator
 
     def overlaps(self, start: float, end: float) -> bool:
         """Whether the emulator was down at any time in [start, end] (``time.time()`` values)."""

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from spotsim.clock import Clock, Scale
 from spotsim.errors import InvalidOption
 from spotsim.preemption import KillMode, Schedule, Sigterm
 from spotsim.preemption.providers import DEFAULT_PROVIDER, PROVIDERS, Provider
+from spotsim.preemption.schedules import SCHEDULES
 
 LOCAL_DISK_MODES = ("wipe", "keep")
 
@@ -24,7 +27,7 @@ class RunConfig:
     schedule: Schedule
     interval_s: float | None = None
     interval_steps: int | None = None
-    kill: KillMode = Sigterm()
+    kill: KillMode = field(default_factory=Sigterm)
     provider: Provider = PROVIDERS[DEFAULT_PROVIDER]  # the preemption timeline: notice, grace, hard stop
     restart_delay_s: float = 0.0
     time_scale: float = 1.0  # K; with work_s, the harness chooses it (with_scale) after measuring the job
@@ -62,6 +65,7 @@ class RunConfig:
         self._check_work()
         _check(self.max_preemptions is None or self.max_preemptions >= 0, "--max-preemptions must be ≥ 0")
         _check(self.max_crashes >= 1, f"--max-crashes must be ≥ 1, got {self.max_crashes}")
+        _check(self.total_steps is None or self.total_steps >= 1, f"--steps must be ≥ 1, got {self.total_steps}")
         _check(self.seed >= 0, f"--seed must be ≥ 0, got {self.seed}")
         _check(
             self.attempt_timeout_s is None or _positive(self.attempt_timeout_s),
@@ -128,6 +132,47 @@ class RunConfig:
         if scale.steps != self.total_steps:
             command = _with_steps(command, scale.steps)
         return replace(self, time_scale=scale.k, command=command, total_steps=scale.steps, scale=scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        """These settings as plain values, for a run in a process of its own; :meth:`from_dict` reads them back.
+
+        JSON holds them all but a replayed trace's schedule, which keeps its :class:`~spotsim.preemption.trace.Trace`.
+        """
+        return _fields(self) | {
+            "command": list(self.command),
+            "out": str(self.out),
+            "schedule": {"kind": self.schedule.kind, **_fields(self.schedule)},
+            "kill": self.kill.sigkill_fraction,  # names the mode exactly: 0 sigterm, 1 sigkill, else mixed
+            "provider": _fields(self.provider),
+            "scale": _fields(self.scale) if self.scale is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any]) -> RunConfig:
+        """The settings :meth:`to_dict` gave, validated again."""
+        settings = dict(settings)
+        schedule = dict(settings.pop("schedule"))
+        scale = settings.pop("scale")
+        settings.update(
+            command=tuple(settings["command"]),
+            out=Path(settings["out"]),
+            schedule=_rebuilt(SCHEDULES[schedule.pop("kind")], schedule),
+            kill=KillMode.from_fraction(settings["kill"]),
+            provider=_rebuilt(Provider, settings["provider"]),
+            scale=None if scale is None else _rebuilt(Scale, scale),
+        )
+        return cls(**settings)
+
+
+def _fields(settings: Any) -> dict[str, Any]:
+    """A frozen dataclass's fields, tuples as lists (as JSON holds them)."""
+    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    return {name: list(v) if isinstance(v, tuple) else v for name, v in values.items()}
+
+
+def _rebuilt(cls: type, values: dict[str, Any]) -> Any:
+    """The dataclass :func:`_fields` took apart."""
+    return cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()})
 
 
 def _with_steps(command: tuple[str, ...], steps: int) -> tuple[str, ...]:

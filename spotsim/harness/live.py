@@ -11,20 +11,21 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from spotsim.clock import Scale, choose_scale
+from spotsim.clock import RunClock, Scale, choose_scale
 from spotsim.cost import Machine
-from spotsim.errors import InvalidOption, SpotsimError
-from spotsim.export_plan import LocalMeasurements, PlannedPreemption
+from spotsim.errors import InvalidOption, JobCrashed, SpotsimError
+from spotsim.events import fold_attempts, read_events
+from spotsim.export_plan import LocalMeasurements, MeasuredPreemption, PlannedPreemption
+from spotsim.harness.accounting import PreemptionResponse
 from spotsim.harness.bucket import EmbeddedBucket
 from spotsim.harness.config import RunConfig, check_command
 from spotsim.harness.probe import probe_job
-from spotsim.harness.runlog import read_events, split_attempts
-from spotsim.harness.runner import LiveRun, Progress
+from spotsim.harness.runner import Progress, Supervisor
 from spotsim.harness.save_watch import SaveWatch
-from spotsim.harness.summary import projection_for, run_clock, storage_summary, summarize
+from spotsim.harness.summary import RunSummary, projection_for, run_clock, storage_summary, summarize
 from spotsim.storage import open_store
 from spotsim.storage.faults import FaultSpec
 
@@ -34,9 +35,9 @@ PROBE_EVENTS = "probe.events.jsonl"  # the job's events while it was measured fo
 
 @dataclass
 class RunOutcome:
-    summary: dict
+    summary: RunSummary
     out: Path
-    crash: SpotsimError | None
+    crash: JobCrashed | None
     interrupted: bool
     gave_up: str | None = None  # why the run stopped early, other than a crash loop
 
@@ -74,34 +75,51 @@ def run_live(
         _clear_outputs(config.out)
         if config.needs_scale:
             with own.faults_off() if own else contextlib.nullcontext():  # the probe measures the job, not faults
-                config = config.with_scale(probe_scale(config, os.environ | store_env, uri))
-            on_scale(config.scale)
+                scale = probe_scale(config, os.environ | store_env, uri)
+            config = config.with_scale(scale)
+            on_scale(scale)
         env = os.environ | store_env | _contract_env(config, uri)
         with tempfile.TemporaryDirectory(prefix="spotsim-vm-disk-") as disk:
-            run = LiveRun(
-                config, env, local_disk=Path(disk) / "local", save_watch=save_watch, bucket=own,
+            run = Supervisor(
+                config,
+                env,
+                local_disk=Path(disk) / "local",
+                save_watch=save_watch,
+                bucket=own,
                 on_progress=on_progress,
-            )  # fmt: skip
+            )
             now.clock = run.run_clock
             started = time.monotonic()
             ends = run.run()
             wall_s = time.monotonic() - started
         events = read_events(config.out / "events.jsonl")
-        attempts, clock = split_attempts(events), run_clock(events, config.clock)
-        summary = summarize(attempts, clock, config, machine, wall_s=wall_s) | {
-            "run_id": run.run_id,
-            "checkpoint_uri": uri,
-            "storage": storage_summary(attempts, storage_faults),
-        }
+        attempts, clock = fold_attempts(events), run_clock(events, config.clock)
         interrupted = bool(ends) and ends[-1].cause == "interrupted"
-        summary["interrupted"] = interrupted
-        summary["projection"] = projection_for(summary, config)
-        (config.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary = replace(
+            summarize(attempts, clock, config, machine, wall_s=wall_s),
+            run_id=run.run_id,
+            checkpoint_uri=uri,
+            storage=storage_summary(attempts, storage_faults),
+            interrupted=interrupted,
+        )
+        summary = replace(summary, projection=projection_for(summary, config))
+        written = summary.to_dict()
+        (config.out / "summary.json").write_text(json.dumps(written, indent=2) + "\n")
         from spotsim.report import plot_timeline
 
-        title = (f"{' '.join(config.command[-3:])} · {config.schedule.describe()} · kill {config.kill}\n"
-                 f"{config.provider.describe()}")  # fmt: skip
-        plot_timeline(attempts, summary, clock.to_sim, config.out / "timeline.png", title=title)
+        title = (
+            f"{' '.join(config.command[-3:])} · {config.schedule.describe()} · kill {config.kill}\n"
+            f"{config.provider.describe()}"
+        )
+        plot_timeline(
+            attempts,
+            summary.interruptions,
+            clock.to_sim,
+            config.out / "timeline.png",
+            title=title,
+            time_scale=config.time_scale,
+            projection=summary.projection,
+        )
     crash = run.crash if ends and ends[-1].cause in ("crash", "timeout") else None
     return RunOutcome(summary, config.out, crash, interrupted, run.gave_up)
 
@@ -137,6 +155,8 @@ def measure_scale(config: RunConfig, *, bucket: str | None = None, bucket_env: d
 
 def probe_scale(config: RunConfig, env: dict[str, str], uri: str) -> Scale:
     """Measure the job on a throwaway prefix next to ``uri``, then choose K for its ``--work``."""
+    # RunConfig refuses --work without the job's total steps, so a run that needs K has both
+    assert config.work_s is not None and config.total_steps is not None
     probe_uri = uri.rstrip("/") + "-probe"
     events = config.out / PROBE_EVENTS
     try:
@@ -144,9 +164,13 @@ def probe_scale(config: RunConfig, env: dict[str, str], uri: str) -> Scale:
     finally:
         _delete_prefix(probe_uri, env)
     return choose_scale(
-        config.work_s, step_s=probe.step_s, steps=config.total_steps, save_s=probe.save_s,
-        interval_s=config.interval_s, can_add_steps=config.steps_adjustable,
-    )  # fmt: skip
+        config.work_s,
+        step_real_s=probe.step_real_s,
+        steps=config.total_steps,
+        save_real_s=probe.save_real_s,
+        interval_s=config.interval_s,
+        can_add_steps=config.steps_adjustable,
+    )
 
 
 def _delete_prefix(uri: str, env: dict[str, str]) -> None:
@@ -168,7 +192,7 @@ def out_dir(path: Path) -> Iterator[Path]:
     spotsim command writing into it at the same time (the lock dies with the process)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        lock = open(path / LOCK_NAME, "w")
+        lock = open(path / LOCK_NAME, "w")  # noqa: SIM115 (the with below closes it; here for the one-line error)
     except OSError as e:
         raise InvalidOption(f"cannot write the output directory {path}: {e.strerror or e}") from None
     with lock:
@@ -184,7 +208,7 @@ def out_dir(path: Path) -> Iterator[Path]:
 class _SimNow:
     """The run's simulated time, for the fault proxy's outage windows: 0 until the run starts."""
 
-    clock = None
+    clock: RunClock | None = None
 
     def __call__(self) -> float:
         return self.clock.sim_s(time.time()) if self.clock is not None else 0.0
@@ -216,22 +240,38 @@ def check_writable(bucket: str, env: dict[str, str]) -> None:
         raise InvalidOption(f"cannot write to the bucket {bucket}: {e}") from None
 
 
-def replay_plan(config: RunConfig, summary: dict) -> tuple[list[PlannedPreemption], LocalMeasurements]:
+def replay_plan(config: RunConfig, summary: RunSummary) -> tuple[list[PlannedPreemption], LocalMeasurements]:
     """The run's preemptions as a plan to replay on a real VM, and what the run measured to compare with."""
     provider = config.provider
+    preempted = [(x.attempt, x.preemption) for x in summary.interruptions if x.preemption is not None]
     plan = [
-        PlannedPreemption(x["attempt"], x["uptime_s"], provider.notice_s, provider.grace_s, sigkill=not x["noticed"])
-        for x in summary["interruptions"] if x["cause"] == "preempted" and x["uptime_s"] is not None
-    ]  # fmt: skip
-    interruptions = [
-        {"attempt": x["attempt"], "noticed_after_s": x.get("notice_seen_after_s"),
-         "emergency_committed": bool(x.get("emergency_before_kill")), "exit": x.get("exit")}
-        for x in summary["interruptions"] if x["cause"] == "preempted"
-    ]  # fmt: skip
+        PlannedPreemption(attempt, p.uptime_s, provider.notice_s, provider.grace_s, sigkill=not p.noticed)
+        for attempt, p in preempted
+        if p.uptime_s is not None
+    ]
+    met = [_measured(attempt, p) for attempt, p in preempted]
+    run = summary.accounting
     measured = LocalMeasurements(
-        provider=provider.name, command=" ".join(config.command), interval_s=config.interval_s,
-        preemptions=summary["preemptions"], lost_steps=summary["lost_steps"], lost_work_s=summary["lost_time_s"],
-        restart_overhead_s=summary["restart_overhead_s"], checkpoint_blocking_s=summary["checkpoint_blocking_s"],
-        emergency_saves=sum(x["emergency_committed"] for x in interruptions), interruptions=interruptions,
-    )  # fmt: skip
+        provider=provider.name,
+        command=" ".join(config.command),
+        interval_s=config.interval_s,
+        preemptions=run.preemptions,
+        lost_steps=run.lost_steps,
+        lost_work_s=run.lost_time_s,
+        restart_overhead_s=run.restart_overhead_s,
+        checkpoint_blocking_s=run.checkpoint_blocking_s,
+        emergency_saves=sum(m.emergency_committed for m in met),
+        interruptions=met,
+    )
     return plan, measured
+
+
+def _measured(attempt: int, preemption: PreemptionResponse) -> MeasuredPreemption:
+    """How the job met one preemption, as the replay's README compares it with the real VM."""
+    notice = preemption.notice
+    return MeasuredPreemption(
+        attempt=attempt,
+        noticed_after_s=notice.notice_seen_after_s if notice is not None else None,
+        emergency_committed=notice is not None and notice.emergency_before_kill,
+        exit=preemption.exit,
+    )

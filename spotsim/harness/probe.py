@@ -1,8 +1,8 @@
 """Measure a job before its run: step time and one save's cost, so ``--work`` can pick K.
 
 The probe runs the command once under the contract, on its own checkpoint
-prefix and local disk, checkpointing every :data:`PROBE_INTERVAL_S` real
-seconds, until it has trained for :data:`PROBE_COMPUTE_S` and written
+prefix and local disk, checkpointing every :data:`PROBE_INTERVAL_REAL_S`
+seconds, until it has trained for :data:`PROBE_COMPUTE_REAL_S` and written
 :data:`PROBE_CHECKPOINTS` checkpoints (or finished); then it is killed and
 its checkpoints are deleted. Its step time excludes the first step (warm-up)
 and the checkpoints' blocking time.
@@ -18,30 +18,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spotsim.errors import InvalidOption
+from spotsim.events import CHECKPOINT, DONE, START, STEP
 from spotsim.harness.runlog import JobEventReader
 from spotsim.harness.runner import reap
 from spotsim.lifeline import Reaper
 
-PROBE_INTERVAL_S = 0.25
-PROBE_COMPUTE_S = 2.0
+PROBE_INTERVAL_REAL_S = 0.25
+PROBE_COMPUTE_REAL_S = 2.0
 PROBE_CHECKPOINTS = 3
-PROBE_TIMEOUT_S = 300.0
-POLL_S = 0.05
+PROBE_TIMEOUT_REAL_S = 300.0
+POLL_REAL_S = 0.05
 
 
 @dataclass(frozen=True)
 class Probe:
-    """What the probe measured, in real seconds."""
+    """What the probe measured."""
 
-    step_s: float  # per step, blocking excluded
-    blocking_s: float  # median per periodic checkpoint
-    persist_s: float  # median per periodic checkpoint
-    startup_s: float  # launch to the `start` event
+    step_real_s: float  # per step, blocking excluded
+    blocking_real_s: float  # median per periodic checkpoint
+    persist_real_s: float  # median per periodic checkpoint
+    startup_real_s: float  # launch to the `start` event
     steps: int
 
     @property
-    def save_s(self) -> float:
-        return self.blocking_s + self.persist_s
+    def save_real_s(self) -> float:
+        return self.blocking_real_s + self.persist_real_s
 
 
 def probe_job(command: tuple[str, ...], env: dict[str, str], events_path: Path) -> Probe:
@@ -55,24 +56,32 @@ def probe_job(command: tuple[str, ...], env: dict[str, str], events_path: Path) 
     with tempfile.TemporaryDirectory(prefix="spotsim-probe-") as disk, Reaper() as reaper:
         stderr_path = Path(disk) / "stderr"
         probe_env = env | {
-            "SPOTSIM_EVENTS": str(events_path), "SPOTSIM_CHECKPOINT_INTERVAL": repr(PROBE_INTERVAL_S),
-            "SPOTSIM_STEP_EVENT_INTERVAL": "0.002", "SPOTSIM_RUN_ID": "probe", "SPOTSIM_ATTEMPT": "0",
-            "SPOTSIM_LOCAL_DIR": str(Path(disk) / "local"), "TMPDIR": str(Path(disk) / "local"),
-        }  # fmt: skip
+            "SPOTSIM_EVENTS": str(events_path),
+            "SPOTSIM_CHECKPOINT_INTERVAL": repr(PROBE_INTERVAL_REAL_S),
+            "SPOTSIM_STEP_EVENT_INTERVAL": "0.002",
+            "SPOTSIM_RUN_ID": "probe",
+            "SPOTSIM_ATTEMPT": "0",
+            "SPOTSIM_LOCAL_DIR": str(Path(disk) / "local"),
+            "TMPDIR": str(Path(disk) / "local"),
+        }
         probe_env.pop("SPOTSIM_CHECKPOINT_INTERVAL_STEPS", None)
         (Path(disk) / "local").mkdir()
         launched = time.time()
         with open(stderr_path, "wb") as stderr_file:
             process = subprocess.Popen(
-                list(command), env=probe_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=stderr_file, start_new_session=True,
-            )  # fmt: skip
+                list(command),
+                env=probe_env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr_file,
+                start_new_session=True,
+            )
         reaper.watch(process.pid)
-        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        deadline = time.monotonic() + PROBE_TIMEOUT_REAL_S
         try:
             while process.poll() is None and time.monotonic() < deadline and not _enough(events):
                 events += reader.read_new()[0]
-                time.sleep(POLL_S)
+                time.sleep(POLL_REAL_S)
         finally:
             reap(process)  # the whole group: a job's children must not outlive it
             reaper.release(process.pid)
@@ -82,16 +91,17 @@ def probe_job(command: tuple[str, ...], env: dict[str, str], events_path: Path) 
 
 
 def _enough(events: list[dict]) -> bool:
-    steps = [e for e in events if e["event"] == "step"]
-    saves = sum(1 for e in events if e["event"] == "checkpoint")
+    steps = [e for e in events if e["event"] == STEP]
+    saves = sum(1 for e in events if e["event"] == CHECKPOINT)
     trained = steps[-1]["t"] - steps[0]["t"] if len(steps) >= 2 else 0.0
-    return any(e["event"] == "done" for e in events) or (trained >= PROBE_COMPUTE_S and saves >= PROBE_CHECKPOINTS)
+    finished = any(e["event"] == DONE for e in events)
+    return finished or (trained >= PROBE_COMPUTE_REAL_S and saves >= PROBE_CHECKPOINTS)
 
 
 def _measure(events: list[dict], launched: float, code: int | None, stderr: str) -> Probe:
-    steps = [(float(e["t"]), e["step"]) for e in events if e["event"] == "step"]
+    steps = [(float(e["t"]), e["step"]) for e in events if e["event"] == STEP]
     steps = [(t, s) for t, s in steps if s > 0]
-    checkpoints = [e for e in events if e["event"] == "checkpoint" and e.get("kind", "periodic") == "periodic"]
+    checkpoints = [e for e in events if e["event"] == CHECKPOINT and e.get("kind", "periodic") == "periodic"]
     if len(steps) < 2 or steps[-1][1] <= steps[0][1]:
         tail = stderr.splitlines()[-1] if stderr else f"exit status {code}"
         raise InvalidOption(
@@ -100,12 +110,12 @@ def _measure(events: list[dict], launched: float, code: int | None, stderr: str)
         )
     (t0, s0), (t1, s1) = steps[0], steps[-1]
     blocked = sum(float(c.get("blocking_s", 0.0)) for c in checkpoints if t0 < c["t"] <= t1)
-    starts = [float(e["t"]) for e in events if e["event"] == "start"]
+    starts = [float(e["t"]) for e in events if e["event"] == START]
     return Probe(
-        step_s=max(t1 - t0 - blocked, 1e-9) / (s1 - s0),
-        blocking_s=_median(c.get("blocking_s") for c in checkpoints),
-        persist_s=_median(c.get("persist_s") for c in checkpoints),
-        startup_s=(starts[0] if starts else t0) - launched,
+        step_real_s=max(t1 - t0 - blocked, 1e-9) / (s1 - s0),
+        blocking_real_s=_median(c.get("blocking_s") for c in checkpoints),
+        persist_real_s=_median(c.get("persist_s") for c in checkpoints),
+        startup_real_s=(starts[0] if starts else t0) - launched,
         steps=s1,
     )
 

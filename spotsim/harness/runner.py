@@ -1,6 +1,6 @@
 """The live harness: run a training command attempt after attempt, preempting it on schedule.
 
-What happens when the harness preempts a job, in one place (:meth:`LiveRun._supervise`):
+What happens when the harness preempts a job, in one place (:meth:`Supervisor._supervise`):
 at the attempt's drawn uptime (or step, or inside the first save from a step
 on), t0, the provider's timeline starts (:mod:`spotsim.preemption.providers`).
 The run's local metadata server (:mod:`spotsim.metadata`) announces the
@@ -13,7 +13,7 @@ replayed trace) and launches the next attempt, on a fresh local disk and a
 fresh VM's metadata, until the job reports ``done``.
 
 A job that reported ``done`` is finished: it is never preempted or relaunched,
-and if it does not exit within :data:`DONE_EXIT_WAIT_S` the harness stops it.
+and if it does not exit within :data:`DONE_EXIT_WAIT_REAL_S` the harness stops it.
 An attempt past ``--attempt-timeout`` is stopped and counted as a crash.
 
 All configured durations are simulated seconds. The VM's uptime runs on the
@@ -27,6 +27,7 @@ Every request the job makes to the metadata server becomes a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -38,12 +39,27 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
 from spotsim.clock import AttemptClock, RunClock
 from spotsim.errors import JobCrashed
-from spotsim.events import EventLog
+from spotsim.events import (
+    EXIT,
+    INTERRUPTED,
+    LAUNCH,
+    MALFORMED,
+    METADATA_REQUEST,
+    NOTICE,
+    REBALANCE,
+    RESTART_DELAY,
+    RUN,
+    SIGNAL,
+    STOP,
+    STORAGE_FAULT,
+    EventLog,
+)
 from spotsim.harness.bucket import EmbeddedBucket
 from spotsim.harness.config import RunConfig
 from spotsim.harness.runlog import JobEventReader, RunLogTail
@@ -54,11 +70,11 @@ from spotsim.preemption import Lifetime, format_kill_points
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.02
-MIN_POLL_S = 0.001
+POLL_REAL_S = 0.02
+MIN_POLL_REAL_S = 0.001
 STDERR_TAIL_BYTES = 4000
-DONE_EXIT_WAIT_S = 5.0  # real seconds a job may take to exit after `done` (TensorFlow's teardown takes ~1 s)
-STOP_GRACE_S = 2.0  # real seconds between SIGTERM and SIGKILL when the harness stops a job itself
+DONE_EXIT_WAIT_REAL_S = 5.0  # a job may take this long to exit after `done` (TensorFlow's teardown takes ~1 s)
+STOP_GRACE_REAL_S = 2.0  # between SIGTERM and SIGKILL when the harness stops a job itself
 MAX_IDLE_ATTEMPTS = 10  # consecutive attempts preempted before computing a step: the schedule leaves no room
 
 
@@ -92,8 +108,9 @@ class AttemptEnd:
     progressed: bool = True  # whether it computed a step beyond the one it resumed from
 
 
-class LiveRun:
-    """One ``spotsim run``: attempts, preemptions and the run log, driven by a :class:`RunConfig`.
+class Supervisor:
+    """Supervises the attempts of one ``spotsim run`` (:func:`~spotsim.harness.live.run_live` is the entry point):
+    launches, preemptions and the run log, driven by a :class:`RunConfig`.
 
     Args:
         config: the run's settings.
@@ -105,9 +122,15 @@ class LiveRun:
     """
 
     def __init__(
-        self, config: RunConfig, env: dict[str, str], *, local_disk: Path, save_watch: SaveWatch | None = None,
-        bucket: EmbeddedBucket | None = None, on_progress: Callable[[Progress], None] = lambda p: None,
-    ):  # fmt: skip
+        self,
+        config: RunConfig,
+        env: dict[str, str],
+        *,
+        local_disk: Path,
+        save_watch: SaveWatch | None = None,
+        bucket: EmbeddedBucket | None = None,
+        on_progress: Callable[[Progress], None] = lambda p: None,
+    ):
         self.config, self.base_env, self.on_progress = config, env, on_progress
         self.local_disk, self.save_watch, self.bucket = local_disk, save_watch, bucket
         self.run_id = uuid.uuid4().hex[:12]
@@ -132,7 +155,7 @@ class LiveRun:
         attempts_dir = self.config.out / "attempts"
         shutil.rmtree(attempts_dir, ignore_errors=True)  # an earlier run's files in the same --out mean nothing now
         attempts_dir.mkdir(parents=True)
-        self._emit("run", run_id=self.run_id, command=list(self.config.command), time_scale=self.config.time_scale)
+        self._emit(RUN, run_id=self.run_id, command=list(self.config.command), time_scale=self.config.time_scale)
         attempt = 0
         cloud = self.config.provider.cloud
         try:
@@ -146,7 +169,7 @@ class LiveRun:
                         self._restart_delay(attempt)
                     attempt += 1
         except KeyboardInterrupt:
-            self._emit("interrupted", attempt=attempt)
+            self._emit(INTERRUPTED, attempt=attempt)
             if not self.ends or self.ends[-1].attempt != attempt:
                 self.ends.append(AttemptEnd(attempt, "interrupted", -signal.SIGKILL))
             return self.ends
@@ -163,18 +186,27 @@ class LiveRun:
         self.progress.attempt, self.progress.state = attempt, "running"
         kill_point = format_kill_points((lifetime.at_step,), (lifetime.in_save,)) if lifetime.at_step else None
         self._emit(
-            "launch", attempt=attempt, preempt_at_s=lifetime.uptime_s, preempt_at_step=lifetime.at_step,
-            kill_point=kill_point, capacity_wait_s=lifetime.capacity_wait_s, hard_stop=lifetime.hard_stop,
-        )  # fmt: skip
+            LAUNCH,
+            attempt=attempt,
+            preempt_at_s=lifetime.uptime_s,
+            preempt_at_step=lifetime.at_step,
+            kill_point=kill_point,
+            capacity_wait_s=lifetime.capacity_wait_s,
+            hard_stop=lifetime.hard_stop,
+        )
         attempts_dir = self.config.out / "attempts"
         events_path = (attempts_dir / f"attempt-{attempt}.events.jsonl").absolute()
         self.job_events = JobEventReader(events_path)
         stderr_path = attempts_dir / f"attempt-{attempt}.stderr"
         with open(attempts_dir / f"attempt-{attempt}.stdout", "wb") as stdout, open(stderr_path, "wb") as stderr:
             process = subprocess.Popen(
-                list(self.config.command), env=self._env(attempt, events_path), stdout=stdout, stderr=stderr,
-                stdin=subprocess.DEVNULL, start_new_session=True,  # its own process group: signals reach all of it
-            )  # fmt: skip
+                list(self.config.command),
+                env=self._env(attempt, events_path),
+                stdout=stdout,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: signals reach all of it
+            )
             self.reaper.watch(process.pid)
             try:
                 end = self._supervise(attempt, process, lifetime)
@@ -196,7 +228,7 @@ class LiveRun:
         process.wait()
         self.reaper.release(process.pid)
         self._follow_events(attempt, final=True)
-        self._emit("exit", attempt=attempt, exit_code=end.exit_code, cause=end.cause)
+        self._emit(EXIT, attempt=attempt, exit_code=end.exit_code, cause=end.cause)
 
     def _draw_lifetime(self, attempt: int) -> Lifetime:
         """This attempt's VM lifetime; once ``--max-preemptions`` is reached, VMs live forever."""
@@ -213,7 +245,7 @@ class LiveRun:
     def _supervise(self, attempt: int, process: subprocess.Popen, lifetime: Lifetime) -> AttemptEnd:
         """Watch one attempt until it exits; preempt it when its simulated uptime (or kill point) is up, on the
         provider's timeline: rebalance recommendation, metadata notice, SIGTERM, SIGKILL."""
-        clock = self.run_clock.current
+        clock = self.run_clock.attempts[-1]  # this attempt's: _attempt emitted its launch
         timeout = self.config.attempt_timeout_s
         eviction: Eviction | None = None
         signals: list[str] = []
@@ -223,7 +255,7 @@ class LiveRun:
             if self.tail.done_step is not None:  # finished: never preempted, stopped if it lingers
                 self._stop_after_done(attempt, process)
             elif timeout is not None and uptime >= timeout:
-                self._emit("stop", attempt=attempt, reason="attempt timeout", step=self.tail.last_step)
+                self._emit(STOP, attempt=attempt, reason="attempt timeout", step=self.tail.last_step)
                 return AttemptEnd(attempt, "timeout", reap(process))
             elif eviction is None and preemption_due(lifetime, uptime, self._progress_of(attempt)):
                 write = self._save_write(lifetime, attempt)
@@ -234,7 +266,7 @@ class LiveRun:
                 continue
             elif eviction is None and self._rebalance_due(lifetime, uptime):
                 self._rebalance(attempt)
-            time.sleep(self._poll_s(lifetime, clock, eviction))
+            time.sleep(self._poll_real_s(lifetime, clock, eviction))
         self._follow_events(attempt, final=True)
         self._disarm()
         code = process.returncode
@@ -248,10 +280,10 @@ class LiveRun:
             return AttemptEnd(attempt, "storage_outage", code, progressed)  # the harness's bucket died, not the job
         return AttemptEnd(attempt, "crash", code, progressed)
 
-    def _poll_s(self, lifetime: Lifetime, clock: AttemptClock, eviction: Eviction | None) -> float:
+    def _poll_real_s(self, lifetime: Lifetime, clock: AttemptClock, eviction: Eviction | None) -> float:
         """Sleep until the next poll, or less when the next step of the preemption falls due sooner
         (at K× a poll is long)."""
-        at, wait = time.time(), POLL_S
+        at, wait = time.time(), POLL_REAL_S
         if eviction is None and lifetime.uptime_s is not None:
             rebalance = self._rebalance_at(lifetime)
             due = lifetime.uptime_s if rebalance is None else min(lifetime.uptime_s, rebalance)
@@ -260,7 +292,7 @@ class LiveRun:
             wait = min(wait, clock.real_until(eviction.sigterm_at_uptime, at))
         if eviction is not None and eviction.kill_at is not None:
             wait = min(wait, eviction.kill_at - time.monotonic())
-        return max(wait, MIN_POLL_S)
+        return max(wait, MIN_POLL_REAL_S)
 
     def _progress_of(self, attempt: int) -> tuple[int, int] | None:
         """(step reached, step resumed from) of this attempt, once it has reported a step."""
@@ -269,7 +301,7 @@ class LiveRun:
             return None
         return tail.last_step, tail.resumed_step or 0
 
-    def _save_write(self, lifetime: Lifetime, attempt: int) -> str | None | bool:
+    def _save_write(self, lifetime: Lifetime, attempt: int) -> str | None | Literal[False]:
         """For a kill inside a save: the write to kill in (False while none has started yet).
         For any other kill point: None, preempt now."""
         if not lifetime.in_save or self.save_watch is None:
@@ -277,7 +309,7 @@ class LiveRun:
         if not self._armed:
             self.save_watch.arm(self.base_env["SPOTSIM_CHECKPOINT_URI"])
             self._armed = True
-        return self.save_watch.wait_for_write(POLL_S) or False
+        return self.save_watch.wait_for_write(POLL_REAL_S) or False
 
     def _preempt(
         self, attempt: int, process: subprocess.Popen, uptime: float, write: str | None, signals: list[str]
@@ -291,21 +323,31 @@ class LiveRun:
         if provider.rebalance_lead_s is not None and not self._rebalanced:
             self._rebalance(attempt)  # a recommendation may come together with the notice
         sigterm_at = uptime + provider.notice_s
-        deadline = time.time() + self.run_clock.current.real_until(sigterm_at, time.time())
+        deadline = time.time() + self.run_clock.attempts[-1].real_until(sigterm_at, time.time())
         self.metadata.notice(deadline)
         self._emit(
-            "notice", attempt=attempt, provider=provider.name, cloud=provider.cloud, notice_s=provider.notice_s,
-            deadline_t=deadline, step=self.tail.last_step,
-        )  # fmt: skip
+            NOTICE,
+            attempt=attempt,
+            provider=provider.name,
+            cloud=provider.cloud,
+            notice_s=provider.notice_s,
+            deadline_t=deadline,
+            step=self.tail.last_step,
+        )
         self.progress.state = "noticed"
         eviction = Eviction(sigterm_at, write=write)
         self._evict(attempt, process, eviction, uptime, time.monotonic(), signals)
         return eviction
 
     def _evict(
-        self, attempt: int, process: subprocess.Popen, eviction: Eviction, uptime: float, now: float,
+        self,
+        attempt: int,
+        process: subprocess.Popen,
+        eviction: Eviction,
+        uptime: float,
+        now: float,
         signals: list[str],
-    ) -> bool:  # fmt: skip
+    ) -> bool:
         """Send the signal that is due now, if one is: SIGTERM at the end of the notice (or at an Azure
         approval), SIGKILL at the end of the grace, a fixed cost in real seconds. Whether one was sent."""
         if eviction.sigterm_at_uptime is not None:
@@ -345,36 +387,47 @@ class LiveRun:
             return
         now = time.time()
         self.metadata.rebalance(now)
-        self._emit("rebalance", attempt=attempt, notice_t=now, step=self.tail.last_step)
+        self._emit(REBALANCE, attempt=attempt, notice_t=now, step=self.tail.last_step)
 
     def _disarm(self) -> None:
-        if self._armed:
+        if self._armed and self.save_watch is not None:
             self.save_watch.release()
-            self._armed = False
+        self._armed = False
 
     def _stop_after_done(self, attempt: int, process: subprocess.Popen) -> None:
-        """A job that wrote ``done`` but keeps running (seed 001 loops forever) is stopped after a wait."""
+        """A job that wrote ``done`` but keeps running (one that loops forever) is stopped after a wait."""
         try:
-            process.wait(DONE_EXIT_WAIT_S)
+            process.wait(DONE_EXIT_WAIT_REAL_S)
             return
         except subprocess.TimeoutExpired:
             pass
-        self._emit("stop", attempt=attempt, reason=f"still running {DONE_EXIT_WAIT_S:g} s after done")
+        self._emit(STOP, attempt=attempt, reason=f"still running {DONE_EXIT_WAIT_REAL_S:g} s after done")
         _kill_group(process, signal.SIGTERM)
         try:
-            process.wait(STOP_GRACE_S)
+            process.wait(STOP_GRACE_REAL_S)
         except subprocess.TimeoutExpired:
             _kill_group(process, signal.SIGKILL)
             process.wait()
 
     def _signal(
-        self, attempt: int, process: subprocess.Popen, sig: signal.Signals, write: str | None = None,
+        self,
+        attempt: int,
+        process: subprocess.Popen,
+        sig: signal.Signals,
+        write: str | None = None,
         approved: bool = False,
-    ) -> str:  # fmt: skip
+    ) -> str:
+        details: dict[str, Any] = {"write": write} if write is not None else {}
+        if approved:
+            details["approved"] = True
         self._emit(
-            "signal", attempt=attempt, signal=sig.name, step=self.tail.last_step, in_save=write is not None,
-            **({"write": write} if write is not None else {}), **({"approved": True} if approved else {}),
-        )  # fmt: skip
+            SIGNAL,
+            attempt=attempt,
+            signal=sig.name,
+            step=self.tail.last_step,
+            in_save=write is not None,
+            **details,
+        )
         self.progress.state = "preempting" if sig == signal.SIGTERM else "killed"
         _kill_group(process, sig)
         return sig.name
@@ -382,9 +435,13 @@ class LiveRun:
     def _env(self, attempt: int, events: Path) -> dict[str, str]:
         disk = str(self.local_disk.absolute())
         return self.base_env | {
-            "SPOTSIM_RUN_ID": self.run_id, "SPOTSIM_ATTEMPT": str(attempt), "SPOTSIM_EVENTS": str(events),
-            "SPOTSIM_LOCAL_DIR": disk, "TMPDIR": disk, **self.metadata.env(),
-        }  # fmt: skip
+            "SPOTSIM_RUN_ID": self.run_id,
+            "SPOTSIM_ATTEMPT": str(attempt),
+            "SPOTSIM_EVENTS": str(events),
+            "SPOTSIM_LOCAL_DIR": disk,
+            "TMPDIR": disk,
+            **self.metadata.env(),
+        }
 
     def _prepare_local_disk(self, attempt: int) -> None:
         """A new VM's local disk is empty; ``--local-disk keep`` models a VM stopped with its boot disk."""
@@ -411,12 +468,12 @@ class LiveRun:
         """Wait for the next VM: capacity (a replayed trace's gap, unbilled), then boot (billed)."""
         capacity = self.lifetimes[attempt].capacity_wait_s if self.ends[-1].cause == "preempted" else 0.0
         delay = self.config.restart_delay_s
-        self._emit("restart_delay", attempt=attempt, delay_s=delay, capacity_wait_s=capacity)
+        self._emit(RESTART_DELAY, attempt=attempt, delay_s=delay, capacity_wait_s=capacity)
         self.progress.state = "waiting for a VM"
         deadline = time.monotonic() + (delay + capacity) / self.config.time_scale
         while (left := deadline - time.monotonic()) > 0:
             self.on_progress(self.progress)
-            time.sleep(min(POLL_S * 5, left))
+            time.sleep(min(POLL_REAL_S * 5, left))
 
     # -- the run log --------------------------------------------------------------
 
@@ -434,15 +491,15 @@ class LiveRun:
             self.tail.apply(event)
             self.run_clock.apply(event)
         for problem in problems:
-            self._emit("malformed", attempt=attempt, problem=problem)
+            self._emit(MALFORMED, attempt=attempt, problem=problem)
         if self.bucket is not None:
             for event in self.bucket.check():  # a dead emulator is restarted on the same root and port
                 self._emit(event.pop("event"), attempt=attempt, **event)
             for fault in self.bucket.drain_faults():
-                self._emit("storage_fault", attempt=attempt, **fault)
+                self._emit(STORAGE_FAULT, attempt=attempt, **fault)
         while not self._requests.empty():  # the job's requests to the metadata server, in arrival order
             request = self._requests.get()
-            self._emit("metadata_request", t=request.t, attempt=attempt, **request.to_event())
+            self._emit(METADATA_REQUEST, t=request.t, attempt=attempt, **request.to_event())
         p = self.progress
         p.step, p.checkpoints, p.lost_steps = self.tail.last_step or 0, self.tail.checkpoints, self.tail.lost_steps
         self.on_progress(p)
@@ -460,10 +517,8 @@ def preemption_due(lifetime: Lifetime, uptime_s: float, progress: tuple[int, int
 
 
 def _kill_group(process: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is already gone
         os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is already gone
 
 
 def reap(process: subprocess.Popen) -> int:

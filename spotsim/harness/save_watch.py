@@ -17,7 +17,7 @@ checkpoint step" lands just before the save starts and never tears it. To kill
   the kill lands; the run log records what was seen.
 
 Both implement :class:`SaveWatch`, which the runner uses in
-:meth:`~spotsim.harness.runner.LiveRun._supervise`.
+:meth:`~spotsim.harness.runner.Supervisor._supervise`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
+
+from spotsim.errors import InvalidURI
 
 HOLD_LIMIT_S = 5.0  # a held upload goes on by itself after this, so a harness bug cannot hang a job
 _UPLOAD_PATH = re.compile(r"^/upload/storage/v1/b/([^/]+)/o")
@@ -129,6 +131,9 @@ class _QuietServer(ThreadingHTTPServer):
 
 def _handler_for(proxy: BucketProxy) -> type[BaseHTTPRequestHandler]:
     upstream = urlparse(proxy.upstream)
+    if upstream.hostname is None:
+        raise InvalidURI(f"the emulator URL {proxy.upstream!r} names no host")
+    host: str = upstream.hostname
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the storage client expects
@@ -180,7 +185,7 @@ def _handler_for(proxy: BucketProxy) -> type[BaseHTTPRequestHandler]:
             emulator closed it meanwhile."""
             for retry in (False, True):
                 if retry or getattr(self, "_upstream", None) is None:
-                    self._upstream = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=300)
+                    self._upstream = http.client.HTTPConnection(host, upstream.port, timeout=300)
                 try:
                     self._upstream.request(self.command, self.path, body=body, headers=headers)
                     response = self._upstream.getresponse()

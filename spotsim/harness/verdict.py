@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from spotsim.events import AttemptRecord
 from spotsim.harness.compare import Difference
-from spotsim.harness.runlog import AttemptRecord
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 EXIT_CODES = {PASS: 0, FAIL: 1, INCONCLUSIVE: 3}
@@ -118,10 +118,16 @@ class Verdict:
 def observed(attempts: list[AttemptRecord]) -> tuple[list[Kill], list[Resume]]:
     """The kills that landed on a running job and the resumes from a checkpoint, from the run log."""
     kills = [
-        Kill(a.attempt, tuple(name for _, name in a.signals), a.kill.get("step"), bool(a.kill.get("in_save")),
-             a.kill.get("write"))
-        for a in attempts if a.cause == "preempted" and a.kill is not None
-    ]  # fmt: skip
+        Kill(
+            a.attempt,
+            tuple(name for _, name in a.signals),
+            a.kill.get("step"),
+            bool(a.kill.get("in_save")),
+            a.kill.get("write"),
+        )
+        for a in attempts
+        if a.cause == "preempted" and a.kill is not None
+    ]
     resumes = [Resume(a.attempt, a.resumed_step) for a in attempts[1:] if a.started and a.resumed_step]
     return kills, resumes
 

@@ -35,11 +35,11 @@ import numpy as np
 from spotsim.checkpoint import CheckpointManager
 from spotsim.clock import Scale
 from spotsim.cost import Machine
-from spotsim.errors import InvalidOption, SpotsimError
+from spotsim.errors import InvalidOption, JobCrashed, SpotsimError
+from spotsim.events import AttemptRecord, read_run_log
 from spotsim.harness.compare import artifact_tensors, compare, result_tensors
 from spotsim.harness.config import RunConfig, check_command
 from spotsim.harness.live import RunOutcome, out_dir, probe_scale, run_live, store_options
-from spotsim.harness.runlog import AttemptRecord, read_run_log
 from spotsim.harness.save_watch import BucketProxy, DirectoryWatch, SaveWatch
 from spotsim.harness.verdict import RunCheck, Verdict, first_attempt_failures, observed, resume_failures, untested
 from spotsim.preemption import (
@@ -103,27 +103,42 @@ class VerifyConfig:
         if self.work_s is not None:
             self.probe_config()  # checks --work against the interval and the steps
         # The options every run shares are checked where every run's settings are built: RunConfig.
-        self.run_config("check", parse_schedule("poisson", 0), interval_s=PROBE_INTERVAL_S if auto else
-                        self.interval_s, timeout_s=self.attempt_timeout_s)  # fmt: skip
+        self.run_config(
+            "check",
+            parse_schedule("poisson", 0),
+            interval_s=PROBE_INTERVAL_S if auto else self.interval_s,
+            timeout_s=self.attempt_timeout_s,
+        )
 
     def run_config(
         self, name: str, schedule: Schedule, *, interval_s: float | None, timeout_s: float | None
     ) -> RunConfig:
         """The settings of one of verify's runs (under ``out/name``)."""
         return RunConfig(
-            command=self.command, out=self.out / name, schedule=schedule,
-            interval_s=interval_s, interval_steps=self.interval_steps,
-            kill=self.kill, provider=self.provider, seed=self.seed, max_crashes=1,
-            attempt_timeout_s=timeout_s, local_disk=self.local_disk, step_event_interval_s=0.0,
+            command=self.command,
+            out=self.out / name,
+            schedule=schedule,
+            interval_s=interval_s,
+            interval_steps=self.interval_steps,
+            kill=self.kill,
+            provider=self.provider,
+            seed=self.seed,
+            max_crashes=1,
+            attempt_timeout_s=timeout_s,
+            local_disk=self.local_disk,
+            step_event_interval_s=0.0,
             time_scale=self.scale.k if self.scale else 1.0,
-        )  # fmt: skip
+        )
 
     def probe_config(self) -> RunConfig:
         """The settings the job is measured under to choose K for ``work_s``."""
         return replace(
             self.run_config("probe", parse_schedule("poisson", 0), interval_s=self.interval_s, timeout_s=None),
-            time_scale=1.0, work_s=self.work_s, total_steps=self.total_steps, steps_adjustable=self.steps_adjustable,
-        )  # fmt: skip
+            time_scale=1.0,
+            work_s=self.work_s,
+            total_steps=self.total_steps,
+            steps_adjustable=self.steps_adjustable,
+        )
 
     def scaled(self, scale: Scale) -> VerifyConfig:
         """Every run at K chosen for ``work_s`` (a built-in workload may run more steps for it)."""
@@ -146,7 +161,7 @@ class Reference:
 
     @property
     def final_step(self) -> int:
-        return self.outcome.summary["final_step"]
+        return self.outcome.summary.accounting.final_step
 
     @property
     def committed_by(self) -> list[int]:
@@ -155,12 +170,16 @@ class Reference:
         steps = [(t, s) for a in self.attempts for t, s in a.steps]
         return [
             max((s for t, s in steps if t <= c["t"]), default=c["step"])
-            for a in self.attempts for c in a.checkpoints if 0 < c["step"] < self.final_step
-        ]  # fmt: skip
+            for a in self.attempts
+            for c in a.checkpoints
+            if 0 < c["step"] < self.final_step
+        ]
 
     def describe_interval(self) -> str:
-        parts = [f"{self.interval_s:.3g} s" if self.interval_s else "", f"{self.interval_steps} steps" if
-                 self.interval_steps else ""]  # fmt: skip
+        parts = [
+            f"{self.interval_s:.3g} s" if self.interval_s else "",
+            f"{self.interval_steps} steps" if self.interval_steps else "",
+        ]
         return " or ".join(p for p in parts if p)
 
 
@@ -180,8 +199,9 @@ def verify(config: VerifyConfig, machine: Machine, *, on_run: Callable[[str], No
     with out_dir(config.out), _buckets(config) as buckets:
         if config.work_s is not None and config.scale is None:
             on_run("the job, measured for --work")
-            config = config.scaled(probe_scale(config.probe_config(), buckets.env, buckets.uri_for("probe")))
-            on_run(f"every run at {config.scale.note}")
+            scale = probe_scale(config.probe_config(), buckets.env, buckets.uri_for("probe"))
+            config = config.scaled(scale)
+            on_run(f"every run at {scale.note}")
         if buckets.watch is None and any(":save" in plan for plan in config.kill_plans):
             raise InvalidOption("kills inside saves need the embedded emulator or a file:// bucket, not a real bucket")
         reference, (failures, inconclusive) = _reference(config, buckets, machine, on_run)
@@ -235,10 +255,13 @@ def _reference(
     if reference.final_step < 2:
         return reference, ([], [f"the reference completed only {reference.final_step} step(s): too few to preempt"])
     if not any(a.steps for a in reference.attempts):
-        return reference, ([], [
-            'the job reports no step events, so kills cannot be placed: write {"event": "step", "step": N} to '
-            "$SPOTSIM_EVENTS as it trains (see the contract), or use spotsim's CheckpointManager"
-        ])  # fmt: skip
+        return reference, (
+            [],
+            [
+                'the job reports no step events, so kills cannot be placed: write {"event": "step", "step": N} to '
+                "$SPOTSIM_EVENTS as it trains (see the contract), or use spotsim's CheckpointManager"
+            ],
+        )
     if auto and len(reference.committed_by) < MIN_CHECKPOINTS:
         span = _training_span(reference.attempts)
         on_run(f"reference again, checkpointing every {span / 4:.3g} s (a quarter of its {span:.3g} s of training)")
@@ -246,15 +269,17 @@ def _reference(
         if failures := first_attempt_failures(reference.attempts):
             return reference, ([f"reference-2: {f}" for f in failures], [])
         if (difference := compare(first.result, reference.result)) is not None:
-            return reference, ([], [
+            why = (
                 f"two uninterrupted runs ended differently ({difference.describe()}): the job is not deterministic, "
                 "so a resume cannot be judged bit for bit; seed every RNG and use deterministic kernels"
-            ])  # fmt: skip
+            )
+            return reference, ([], [why])
     if reference.attempts[0].checkpoints and not reference.committed_by:
-        return reference, ([], [
+        why = (
             f"the reference committed no checkpoint before its final step {reference.final_step}, so no kill can be "
             "followed by a resume: lower the interval (--interval / --interval-steps)"
-        ])  # fmt: skip
+        )
+        return reference, ([], [why])
     return reference, ([], [])
 
 
@@ -264,7 +289,7 @@ def _reference_run(
     timeout = config.attempt_timeout_s or REFERENCE_TIMEOUT_S * config.time_scale  # the clock runs at K
     never = parse_schedule("poisson", 0)
     outcome = _run(config, name, never, buckets, machine, interval_s=interval_s, timeout_s=timeout)
-    if not outcome.summary["completed"]:
+    if not outcome.summary.accounting.completed:
         why = f": {outcome.crash}" if outcome.crash else ""
         raise VerifySetupError(f"the {name} run did not complete{why} (see {outcome.out / 'attempts'})")
     result = _result(config, outcome, buckets.env)
@@ -290,7 +315,7 @@ def _check_run(
     steps, in_save = parse_kill_points(plan)
     schedule = Steps(steps, in_save)
     timeout = config.attempt_timeout_s or max(
-        RUN_TIMEOUT_MIN_S * config.time_scale, RUN_TIMEOUT_FACTOR * reference.outcome.summary["sim_wall_s"]
+        RUN_TIMEOUT_MIN_S * config.time_scale, RUN_TIMEOUT_FACTOR * reference.outcome.summary.accounting.sim_wall_s
     )  # simulated seconds, like the uptime it is compared with
     outcome = _run(config, name, schedule, buckets, machine, interval_s=reference.interval_s, timeout_s=timeout)
     attempts = read_run_log(outcome.out / "events.jsonl")
@@ -298,26 +323,25 @@ def _check_run(
     check = RunCheck(name, plan, str(config.kill), kills, resumes)
     check.failures = resume_failures(attempts, reference.final_step)
     if outcome.crash is not None:
-        check.failures.append(_crash_failure(outcome, kills))
+        check.failures.append(_crash_failure(outcome.crash, kills))
         check.stderr_tail = outcome.crash.stderr_tail
-    elif outcome.summary["completed"]:
+    elif outcome.summary.accounting.completed:
         result = _result(config, outcome, buckets.env)
         if isinstance(result, str):
             check.failures.append(result)
         else:
             check.difference = compare(reference.result, result)
     if check.failures or check.difference is not None:
-        check.diagnosis = diagnose(attempts, reference.outcome, outcome, buckets.env) if outcome.summary[
-            "completed"] else []  # fmt: skip
+        completed = outcome.summary.accounting.completed
+        check.diagnosis = diagnose(attempts, reference.outcome, outcome, buckets.env) if completed else []
     else:
         committed = reference.committed_by
         check.inconclusive = untested(kills, resumes, plan, min(committed) if committed else None)
     return check
 
 
-def _crash_failure(outcome: RunOutcome, kills: list) -> str:
+def _crash_failure(crash: JobCrashed, kills: list) -> str:
     """A crash in a preempted run is the job's bug (most often a torn checkpoint it cannot load)."""
-    crash = outcome.crash
     before = [k for k in kills if k.attempt < crash.attempt]
     if not before:
         return f"{crash} (before any kill: the job is not reliable even uninterrupted)"
@@ -327,9 +351,15 @@ def _crash_failure(outcome: RunOutcome, kills: list) -> str:
 
 
 def _run(
-    config: VerifyConfig, name: str, schedule: Schedule, buckets: Buckets, machine: Machine, *,
-    interval_s: float | None, timeout_s: float,
-) -> RunOutcome:  # fmt: skip
+    config: VerifyConfig,
+    name: str,
+    schedule: Schedule,
+    buckets: Buckets,
+    machine: Machine,
+    *,
+    interval_s: float | None,
+    timeout_s: float,
+) -> RunOutcome:
     run_config = config.run_config(name, schedule, interval_s=interval_s, timeout_s=timeout_s)
     env = buckets.env | {"SPOTSIM_CHECKPOINT_KEEP": KEEP_EVERY_CHECKPOINT}
     outcome = run_live(run_config, machine, bucket=buckets.uri_for(name), bucket_env=env, save_watch=buckets.watch)
@@ -359,7 +389,8 @@ def _result(config: VerifyConfig, outcome: RunOutcome, bucket_env: dict) -> dict
 
 
 def _open(outcome: RunOutcome, bucket_env: dict) -> CheckpointManager:
-    uri = outcome.summary["checkpoint_uri"]
+    uri = outcome.summary.checkpoint_uri
+    assert uri is not None  # a live run's summary always names its bucket
     return CheckpointManager(uri, store_options=store_options(uri, bucket_env))
 
 
@@ -369,8 +400,9 @@ def _buckets(config: VerifyConfig) -> Iterator[Buckets]:
     that outlives the runs), behind the proxy that sees saves being written."""
     tag = uuid.uuid4().hex[:8]
     if config.bucket is not None:
-        watch = DirectoryWatch() if config.bucket.startswith("file://") else None
-        yield Buckets(lambda name: f"{config.bucket.rstrip('/')}/verify-{tag}/{name}", {}, watch)
+        base = config.bucket.rstrip("/")
+        watch = DirectoryWatch() if base.startswith("file://") else None
+        yield Buckets(lambda name: f"{base}/verify-{tag}/{name}", {}, watch)
         return
     from spotsim.storage.emulator import FakeGcsServer, ensure_bucket
 
@@ -400,10 +432,12 @@ def diagnose(attempts: list[AttemptRecord], reference: RunOutcome, run: RunOutco
     if divergence is not None:
         where, right_after = divergence
         cause = (
-            f"never registered with the manager: {', '.join(missing)} state" if missing
-            else "model/optimizer state not (fully) restored" if right_after
+            f"never registered with the manager: {', '.join(missing)} state"
+            if missing
+            else "model/optimizer state not (fully) restored"
+            if right_after
             else "data order or RNG state not restored"
-        )  # fmt: skip
+        )
         notes.append(f"{where} → {cause}")
     elif missing:
         notes.append(f"never registered with the manager: {', '.join(missing)} state")
@@ -438,7 +472,8 @@ def _missing_parts(run: CheckpointManager) -> list[str]:
     if restored is None or not isinstance(restored.state, dict):
         return []
     state = restored.state
-    registered = state.get("registered") if isinstance(state.get("registered"), list) else list(state)
+    listed = state.get("registered")
+    registered = listed if isinstance(listed, list) else list(state)
     if "model" not in registered:
         return []  # not an adapter's state: its part names mean nothing here
     return [label for part, label in EXPECTED_PARTS.items() if part not in registered]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol, overload
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,15 @@ class MetadataRequest:
         }
 
 
+class Headers(Protocol):
+    """A request's headers, looked up by name regardless of case (the server passes an ``email.message.Message``)."""
+
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str, /) -> str: ...
+
+
 @dataclass(frozen=True)
 class Request:
     """A request as a cloud's state sees it: path and query apart, headers case-insensitive."""
@@ -43,7 +52,7 @@ class Request:
     method: str
     path: str
     query: Mapping[str, str]
-    headers: Mapping[str, str]  # an email.message.Message: get() ignores case
+    headers: Headers
     body: bytes = b""
 
 
@@ -81,14 +90,14 @@ class CloudMetadata(ABC):
     @abstractmethod
     def notice(self, deadline: float, event_id: str | None) -> None: ...
 
-    def rebalance(self, notice_time: float) -> None:
+    def rebalance(self, notice_time: float) -> None:  # noqa: B027 (a hook: only AWS overrides it)
         """AWS's rebalance recommendation; the other clouds have no such signal, so nothing changes."""
 
     def approved_at(self) -> float | None:
         """When the job approved the pending event (Azure only)."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a hook: only GCE long-polls)
         """Wake every waiting long-poll: the server is stopping."""
 
 

@@ -6,6 +6,7 @@ modules, so the two sides cannot drift. :func:`discover` finds the servers from 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -132,10 +133,8 @@ class HttpClient:
             self._closed = True
             sockets = [connection.sock for connection in self._open if connection.sock is not None]
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):  # already closed
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed
 
 
 class GceClient:

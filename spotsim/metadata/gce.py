@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Mapping
 
 from spotsim.metadata.base import Answer, CloudMetadata, Request, listing
 
@@ -99,7 +100,7 @@ class GceMetadata(CloudMetadata):
         entries = listing(values, key + "/" if key else "")
         return _text(200, "".join(f"{e}\n" for e in entries)) if entries else _text(404, "Not found")
 
-    def _leaf(self, key: str, query: dict[str, str]) -> Answer:
+    def _leaf(self, key: str, query: Mapping[str, str]) -> Answer:
         """Answer one value, long-polling first if asked; called with ``_changed`` held."""
         if query.get("wait_for_change", "").lower() == "true":
             try:

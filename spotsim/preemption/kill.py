@@ -16,12 +16,12 @@ import numpy as np
 
 from spotsim.errors import InvalidOption
 
-KILL_MODES: dict[str, type[KillMode]] = {}
+_KILL_MODES: dict[str, type[KillMode]] = {}
 
 
 def register_kill_mode(cls: type[KillMode]) -> type[KillMode]:
     """Make ``cls`` the kill mode named ``cls.name`` on the command line."""
-    KILL_MODES[cls.name] = cls
+    _KILL_MODES[cls.name] = cls
     return cls
 
 
@@ -39,7 +39,7 @@ class KillMode(ABC):
             InvalidOption: an unknown mode, or P outside [0, 1].
         """
         kind, _, arg = text.partition(":")
-        mode = KILL_MODES.get(kind)
+        mode = _KILL_MODES.get(kind)
         if mode is None:
             raise _unknown(text)
         return mode.from_arg(text, arg)

@@ -87,10 +87,15 @@ class Provider:
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "cloud": self.cloud, "notice_s": self.notice_s, "grace_s": self.grace_s,
-            "max_uptime_s": self.max_uptime_s, "rebalance_lead_s": self.rebalance_lead_s,
-            "approvable": self.approvable, "assumptions": list(self.assumptions),
-        }  # fmt: skip
+            "name": self.name,
+            "cloud": self.cloud,
+            "notice_s": self.notice_s,
+            "grace_s": self.grace_s,
+            "max_uptime_s": self.max_uptime_s,
+            "rebalance_lead_s": self.rebalance_lead_s,
+            "approvable": self.approvable,
+            "assumptions": list(self.assumptions),
+        }
 
 
 PROVIDERS: dict[str, Provider] = {
@@ -102,7 +107,7 @@ PROVIDERS: dict[str, Provider] = {
             "gce",
             max_uptime_s=24 * HOUR,
             assumptions=("the 24 h stop is announced like any preemption: preempted TRUE, SIGTERM, SIGKILL",),
-        ),  # fmt: skip
+        ),
         Provider("gke", "gce", grace_s=15.0),
         Provider(
             "aws-spot",
@@ -110,7 +115,7 @@ PROVIDERS: dict[str, Provider] = {
             notice_s=120.0,
             rebalance_lead_s=0.0,
             assumptions=("SIGTERM → SIGKILL at the stop is 30 s: the OS shutdown's grace depends on the image",),
-        ),  # fmt: skip
+        ),
         Provider(
             "azure-spot",
             "azure",
@@ -118,7 +123,7 @@ PROVIDERS: dict[str, Provider] = {
             grace_s=0.0,
             approvable=True,
             assumptions=("the eviction at NotBefore gives the guest no shutdown window (SIGTERM, then SIGKILL)",),
-        ),  # fmt: skip
+        ),
     )
 }
 DEFAULT_PROVIDER = "gcp-spot"

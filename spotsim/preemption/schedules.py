@@ -279,7 +279,7 @@ class TraceReplay(Schedule):
     ``trace:t.json`` with 30 s ticks ``0 0 1 1 1 0 1 0 0 1 1``: attempt 0 lives 90 s → waits 30 s for
     capacity → attempt 1 lives 30 s → waits 60 s → attempt 2 lives to the end (the trace ends up).
     Every trajectory replays the same trace, so the simulator's spread comes from the job alone.
-    The rate is not used.
+    The rate is not used. ``trace:NAME`` replays a shipped trace (:func:`~spotsim.preemption.trace.find_trace`).
     """
 
     kind = "trace"
@@ -325,11 +325,11 @@ class TraceReplay(Schedule):
 
 
 def parse_schedule(text: str, rate_per_hour: float, *, trace_invert: bool = False) -> Schedule:
-    """Parse ``poisson``, ``weibull:SHAPE``, ``fixed:T1,T2,…``, ``steps:N1,N2,…`` or ``trace:FILE``.
+    """Parse ``poisson``, ``weibull:SHAPE``, ``fixed:T1,T2,…``, ``steps:N1,N2,…`` or ``trace:FILE`` (or ``trace:NAME``).
 
     Raises:
         InvalidSchedule: unknown kind, a bad parameter or a bad rate.
-        InvalidTrace: the trace file cannot be read or is malformed.
+        InvalidTrace: the trace file cannot be read or is malformed, or a trace name is ambiguous.
     """
     _check_rate(rate_per_hour)
     kind = SCHEDULES.get(text.partition(":")[0])
@@ -352,7 +352,9 @@ def parse_kill_points(text: str) -> tuple[tuple[int, ...], tuple[bool, ...]]:
 
 def format_kill_points(steps: tuple[int, ...], in_save: tuple[bool, ...]) -> str:
     """The inverse of :func:`parse_kill_points`; no flags means no kill inside a save."""
-    return ",".join(f"{n}:save" if saved else str(n) for n, saved in zip(steps, in_save or (False,) * len(steps)))
+    return ",".join(
+        f"{n}:save" if saved else str(n) for n, saved in zip(steps, in_save or (False,) * len(steps), strict=True)
+    )
 
 
 def unknown_schedule(text: str) -> InvalidSchedule:

@@ -11,6 +11,10 @@ capacity". That reading fits the recorded files: the GCP files are almost all
 Replay: the run of 1s starting at the first available tick is attempt 0's
 uptime; the run of 0s after it is the wait for capacity before attempt 1's VM
 exists; and so on. A trace that ends while up leaves the last attempt running.
+
+Recorded traces ship in :data:`TRACES_DIR` (source and license in its README);
+``trace:NAME`` finds one by its path there without ``.json``, or by any unique
+tail of it: ``aws-04-22-2023/us-east-1c_v100_1`` or ``us-east-1c_v100_1``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from spotsim.errors import InvalidTrace
+
+TRACES_DIR = Path(__file__).parent / "traces"
 
 
 @dataclass(frozen=True)
@@ -49,12 +55,44 @@ class Trace:
         return len(self.up) * self.gap_s / 3600
 
 
-def load_trace(path: str | Path, *, invert: bool = False) -> Trace:
-    """Read and check a trace file.
+def shipped_traces() -> dict[str, Path]:
+    """The recorded traces that ship with spotsim: name (path under :data:`TRACES_DIR`, no ``.json``) → file."""
+    return {
+        path.relative_to(TRACES_DIR).with_suffix("").as_posix(): path for path in sorted(TRACES_DIR.rglob("*.json"))
+    }
+
+
+def find_trace(name: str | Path) -> tuple[Path, str]:
+    """The file a ``trace:`` argument means, and the name to report it by.
+
+    An existing file wins; otherwise a shipped trace whose name is ``name`` or ends with ``/name``.
+    Anything else comes back as a path, for :func:`load_trace` to report as unreadable.
 
     Raises:
-        InvalidTrace: unreadable, not JSON, or not in the format above.
+        InvalidTrace: ``name`` is the tail of several shipped traces.
     """
+    path = Path(name)
+    if path.is_file():
+        return path, str(name)
+    wanted = str(name).removesuffix(".json")
+    shipped = shipped_traces()
+    matches = [n for n in shipped if n == wanted or n.endswith(f"/{wanted}")]
+    if len(matches) > 1:
+        raise InvalidTrace(
+            f"trace name {wanted!r} fits several shipped traces ({', '.join(matches)}): name its folder too"
+        )
+    if matches:
+        return shipped[matches[0]], matches[0]
+    return path, str(name)
+
+
+def load_trace(path: str | Path, *, invert: bool = False) -> Trace:
+    """Read and check a trace file, given by path or by the name of a shipped trace (:func:`find_trace`).
+
+    Raises:
+        InvalidTrace: unreadable, not JSON, not in the format above, or an ambiguous name.
+    """
+    path, source = find_trace(path)
     try:
         doc = json.loads(Path(path).read_text())
     except OSError as e:
@@ -74,7 +112,7 @@ def load_trace(path: str | Path, *, invert: bool = False) -> Trace:
         up = ~up
     if not up.any():
         raise InvalidTrace(f"trace {path} never has a VM available{' (inverted)' if invert else ''}")
-    return Trace(float(gap), up, str(path))
+    return Trace(float(gap), up, source)
 
 
 def _runs(values: np.ndarray) -> list[tuple[bool, int]]:
@@ -82,4 +120,4 @@ def _runs(values: np.ndarray) -> list[tuple[bool, int]]:
     edges = np.flatnonzero(np.diff(values.astype(np.int8))) + 1
     starts = np.concatenate([[0], edges])
     lengths = np.diff(np.concatenate([starts, [len(values)]]))
-    return [(bool(values[s]), int(n)) for s, n in zip(starts, lengths)]
+    return [(bool(values[s]), int(n)) for s, n in zip(starts, lengths, strict=True)]

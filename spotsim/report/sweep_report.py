@@ -1,22 +1,21 @@
 """A sweep's plots and Markdown report: live points against the simulator calibrated on those runs.
 
-Calibration (:class:`~spotsim.sim.calibration.Calibration`) takes the medians
-over the sweep's runs of step time, checkpoint cost C, persist, restart
-overhead R and start-up, in simulated seconds on the phase-aware clock; the
-work W is the final step × step time. The report says which adjacent live
-points the repeats are too few to tell apart.
+The caller calibrates and simulates (:func:`spotsim.sim.curves.sweep_curves`:
+the medians over the sweep's runs of step time, checkpoint cost C, persist,
+restart overhead R and start-up, in simulated seconds on the phase-aware
+clock; the work W is the final step × step time); this module only draws and
+writes. The report says which adjacent live points the repeats are too few to
+tell apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
-
-from spotsim.preemption import KillMode, parse_schedule
-from spotsim.sim import daly_interval, simulate, summarise, young_interval
-from spotsim.sim.calibration import Calibration
 
 PLOTS = {
     "cost": ("spot_cost_usd", "spot_cost_usd_mean", "projected spot cost (USD)"),
@@ -25,34 +24,37 @@ PLOTS = {
 }
 
 
-GRID_POINTS = 40  # simulated intervals per curve
 RESOLVE_Z = 2.0  # adjacent live means this many combined standard errors apart count as told apart
 
 
-def simulated_curves(
-    table: pd.DataFrame, calibration: Calibration, *, grace_s: float, restart_delay_s: float, trials: int = 4000
-) -> pd.DataFrame:
-    """The simulator's rows per (rate, kill) of the sweep, over a grid spanning the live intervals and Daly's
-    interval for the measured C (so the curve shows where the optimum lies, even outside the live grid)."""
-    spot, on_demand = table["spot_usd_per_hour"].iloc[0], table["on_demand_usd_per_hour"].iloc[0]
-    frames = []
-    for (rate, kill), _ in table.groupby(["preempt_rate", "kill"]):
-        intervals = interval_grid(table["interval_s"], calibration.checkpoint_s, rate, calibration.work_s)
-        job = calibration.job(restart_delay_s=restart_delay_s, grace_s=grace_s,
-                              sigkill_fraction=KillMode.parse(kill).sigkill_fraction)  # fmt: skip
-        outcome = simulate(job, intervals, parse_schedule("poisson", rate), trials=trials, seed=0)
-        rows = pd.DataFrame(summarise(outcome, job, intervals, on_demand, spot))
-        frames.append(rows.assign(preempt_rate=rate, kill=kill))
-    return pd.concat(frames, ignore_index=True)
+class Calibrated(Protocol):
+    """The phases the simulator was calibrated with, in simulated seconds."""
+
+    @property
+    def step_s(self) -> float: ...
+    @property
+    def checkpoint_s(self) -> float: ...
+    @property
+    def persist_s(self) -> float: ...
+    @property
+    def restart_s(self) -> float: ...
+    @property
+    def startup_s(self) -> float: ...
+    @property
+    def work_s(self) -> float: ...
 
 
-def interval_grid(live: pd.Series, checkpoint_s: float, rate: float, work_s: float) -> list[float]:
-    """Geometric, from half the smallest to twice the largest of the live intervals and Daly's."""
-    ends = [float(live.min()), float(live.max())]
-    if rate > 0:
-        ends.append(daly_interval(checkpoint_s, 3600 / rate))
-    lo, hi = min(ends) / 2, min(max(ends) * 2, work_s)
-    return list(np.geomspace(lo, max(hi, lo * 1.01), GRID_POINTS))
+class Simulated(Protocol):
+    """The simulator's side of the report (what :func:`spotsim.sim.curves.sweep_curves` returns)."""
+
+    @property
+    def calibration(self) -> Calibrated: ...
+    @property
+    def rows(self) -> list[dict]: ...  # one per simulated interval, with its preempt_rate and kill
+    @property
+    def young_s(self) -> Mapping[float, float]: ...  # Young's interval per preemption rate > 0
+    @property
+    def daly_s(self) -> Mapping[float, float]: ...  # Daly's interval per preemption rate > 0
 
 
 def unresolved(table: pd.DataFrame, column: str = "spot_cost_usd") -> list[str]:
@@ -62,15 +64,15 @@ def unresolved(table: pd.DataFrame, column: str = "spot_cost_usd") -> list[str]:
     lines = []
     for (rate, kill), runs in table.groupby(["preempt_rate", "kill"]):
         stats = runs.groupby("interval_s")[column].agg(["mean", "std", "count"]).reset_index()
-        for (_, a), (_, b) in zip(stats.iterrows(), stats.iloc[1:].iterrows()):
-            error = float(np.hypot(*(row["std"] / np.sqrt(row["count"]) if row["count"] > 1 else np.inf
-                                     for row in (a, b))))  # fmt: skip
+        for (_, a), (_, b) in zip(stats.iterrows(), stats.iloc[1:].iterrows(), strict=False):
+            error = float(np.hypot(_standard_error(a), _standard_error(b)))
             gap = abs(b["mean"] - a["mean"])
             if not gap > RESOLVE_Z * error:
                 needed = (
                     f"about {int(np.ceil(a['count'] * (RESOLVE_Z * error / gap) ** 2)):,} repeats"
-                    if gap > 0 and np.isfinite(error) else "more repeats"
-                )  # fmt: skip
+                    if gap > 0 and np.isfinite(error)
+                    else "more repeats"
+                )
                 lines.append(
                     f"λ = {rate:g}/h, {kill}: the live {column} at {a['interval_s']:g} s and {b['interval_s']:g} s "
                     f"differ by {gap:.4g} ± {error:.2g} (s.e., {int(min(a['count'], b['count']))} repeats): too few "
@@ -79,7 +81,12 @@ def unresolved(table: pd.DataFrame, column: str = "spot_cost_usd") -> list[str]:
     return lines
 
 
-def plot(table: pd.DataFrame, curves: pd.DataFrame, calibration: Calibration, metric: str, path: Path) -> None:
+def _standard_error(point: pd.Series) -> float:
+    """Of one grid point's live mean; infinite from a single repeat, which shows no spread."""
+    return point["std"] / np.sqrt(point["count"]) if point["count"] > 1 else np.inf
+
+
+def plot(table: pd.DataFrame, simulated: Simulated, metric: str, path: Path) -> None:
     """One metric against the interval: live means ± s.d., the simulated curve, Young's and Daly's intervals."""
     import matplotlib
 
@@ -87,18 +94,25 @@ def plot(table: pd.DataFrame, curves: pd.DataFrame, calibration: Calibration, me
     import matplotlib.pyplot as plt
 
     live_column, sim_column, label = PLOTS[metric]
+    curves = pd.DataFrame(simulated.rows)
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for i, ((rate, kill), runs) in enumerate(table.groupby(["preempt_rate", "kill"])):
         color = f"C{i % 10}"
         stats = runs.groupby("interval_s")[live_column].agg(["mean", "std"]).reset_index()
-        ax.errorbar(stats["interval_s"], stats["mean"], yerr=stats["std"].fillna(0), fmt="o", color=color,
-                    capsize=3, label=f"live, λ = {rate:g}/h, {kill}")  # fmt: skip
+        ax.errorbar(
+            stats["interval_s"],
+            stats["mean"],
+            yerr=stats["std"].fillna(0),
+            fmt="o",
+            color=color,
+            capsize=3,
+            label=f"live, λ = {rate:g}/h, {kill}",
+        )
         sim = curves[(curves["preempt_rate"] == rate) & (curves["kill"] == kill)]
         ax.plot(sim["interval_s"], sim[sim_column], "-", color=color, lw=1, label="simulated (calibrated)")
-        if metric == "cost" and rate > 0:
-            m = 3600 / rate
-            ax.axvline(young_interval(calibration.checkpoint_s, m), color=color, ls=":", lw=1, label="Young")
-            ax.axvline(daly_interval(calibration.checkpoint_s, m), color=color, ls="--", lw=1, label="Daly")
+        if metric == "cost" and rate in simulated.daly_s:
+            ax.axvline(simulated.young_s[rate], color=color, ls=":", lw=1, label="Young")
+            ax.axvline(simulated.daly_s[rate], color=color, ls="--", lw=1, label="Daly")
     if metric == "cost":
         ax.axhline(table["on_demand_cost_usd"].median(), color="black", lw=1.2, label="on-demand, uninterrupted")
     ax.set_xscale("log")
@@ -111,15 +125,13 @@ def plot(table: pd.DataFrame, curves: pd.DataFrame, calibration: Calibration, me
     plt.close(fig)
 
 
-def write_report(
-    table: pd.DataFrame, out: Path, *, grace_s: float, restart_delay_s: float, command: str
-) -> tuple[Path, list[str]]:
-    """Plots and ``report.md`` for a finished sweep; returns the report's path and what the repeats cannot resolve."""
-    calibration = Calibration.from_summaries(table.to_dict("records"))
-    curves = simulated_curves(table, calibration, grace_s=grace_s, restart_delay_s=restart_delay_s)
-    curves.to_csv(out / "simulated.csv", index=False)
+def write_report(table: pd.DataFrame, simulated: Simulated, out: Path, *, command: str) -> tuple[Path, list[str]]:
+    """Plots and ``report.md`` for a finished sweep (``table``: one row per live run) beside the simulator
+    calibrated on it; returns the report's path and what the repeats cannot resolve."""
+    pd.DataFrame(simulated.rows).to_csv(out / "simulated.csv", index=False)
     for metric in PLOTS:
-        plot(table, curves, calibration, metric, out / f"{metric}_vs_interval.png")
+        plot(table, simulated, metric, out / f"{metric}_vs_interval.png")
+    calibration = simulated.calibration
     means = table.groupby(["preempt_rate", "kill", "interval_s"])[
         ["wall_s", "sim_wall_s", "lost_steps", "checkpoint_overhead", "spot_cost_usd", "savings"]
     ].mean()

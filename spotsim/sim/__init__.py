@@ -3,11 +3,25 @@
 No framework imports here: ``spotsim optimal`` and ``spotsim simulate`` work without torch or TensorFlow.
 """
 
-from spotsim.sim.calibration import calibration_from_run
+from spotsim.sim.calibration import Calibration, calibration_from_run
 from spotsim.sim.closed_forms import Optimum, daly_interval, expected_wall_s, optimum, waste_fraction, young_interval
-from spotsim.sim.montecarlo import Job, Outcome, check_budget, simulate, summarise
+from spotsim.sim.curves import SweepCurves, sweep_curves
+from spotsim.sim.montecarlo import Job, Outcome, check_budget, simulate, summarize
 
 __all__ = [
-    "Job", "Optimum", "Outcome", "calibration_from_run", "check_budget", "daly_interval", "expected_wall_s",
-    "optimum", "simulate", "summarise", "waste_fraction", "young_interval",
-]  # fmt: skip
+    "Calibration",
+    "Job",
+    "Optimum",
+    "Outcome",
+    "SweepCurves",
+    "calibration_from_run",
+    "check_budget",
+    "daly_interval",
+    "expected_wall_s",
+    "optimum",
+    "simulate",
+    "summarize",
+    "sweep_curves",
+    "waste_fraction",
+    "young_interval",
+]

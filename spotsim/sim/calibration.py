@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ class Calibration:
     work_s: float  # the compute the runs did: final step × step time
 
     @classmethod
-    def from_summaries(cls, summaries: Iterable[dict]) -> Calibration:
+    def from_summaries(cls, summaries: Iterable[Mapping]) -> Calibration:
         """Medians over the runs of each measured phase (a phase no run measured counts 0).
 
         Raises:
@@ -59,14 +59,28 @@ class Calibration:
             work_s=_median(r.get("final_step") for r in rows) * step,
         )
 
-    def job(self, *, work_s: float | None = None, restart_delay_s: float = 0.0, grace_s: float = 0.0,
-            sigkill_fraction: float = 1.0, max_uptime_s: float | None = None) -> Job:  # fmt: skip
+    def job(
+        self,
+        *,
+        work_s: float | None = None,
+        restart_delay_s: float = 0.0,
+        grace_s: float = 0.0,
+        sigkill_fraction: float = 1.0,
+        max_uptime_s: float | None = None,
+    ) -> Job:
         """The simulator's job for these costs, over ``work_s`` (default: the work the runs did)."""
         return Job(
-            work_s=work_s or self.work_s, checkpoint_s=self.checkpoint_s, persist_s=self.persist_s,
-            restart_s=self.restart_s, restart_delay_s=restart_delay_s, step_s=self.step_s, grace_s=grace_s,
-            sigkill_fraction=sigkill_fraction, startup_s=self.startup_s, max_uptime_s=max_uptime_s,
-        )  # fmt: skip
+            work_s=work_s or self.work_s,
+            checkpoint_s=self.checkpoint_s,
+            persist_s=self.persist_s,
+            restart_s=self.restart_s,
+            restart_delay_s=restart_delay_s,
+            step_s=self.step_s,
+            grace_s=grace_s,
+            sigkill_fraction=sigkill_fraction,
+            startup_s=self.startup_s,
+            max_uptime_s=max_uptime_s,
+        )
 
 
 def _median(values: Iterable[object]) -> float:

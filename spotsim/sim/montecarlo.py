@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spotsim.cost import Machine, project, savings
 from spotsim.errors import InvalidOption
 from spotsim.preemption import KillMode, Schedule
 
@@ -62,8 +63,16 @@ class Job:
     def __post_init__(self) -> None:
         if self.max_uptime_s is not None and not (np.isfinite(self.max_uptime_s) and self.max_uptime_s > 0):
             raise InvalidOption(f"max uptime must be > 0 seconds, got {self.max_uptime_s}")
-        for name in ("work_s", "checkpoint_s", "step_s", "persist_s", "restart_s", "restart_delay_s", "grace_s",
-                     "startup_s"):  # fmt: skip
+        for name in (
+            "work_s",
+            "checkpoint_s",
+            "step_s",
+            "persist_s",
+            "restart_s",
+            "restart_delay_s",
+            "grace_s",
+            "startup_s",
+        ):
             value, positive = getattr(self, name), name in ("work_s", "checkpoint_s", "step_s")
             if not (np.isfinite(value) and (value > 0 if positive else value >= 0)):
                 label = name.removesuffix("_s").replace("_", " ")
@@ -139,7 +148,13 @@ def simulate(
         if losses is not None:
             losses.append((idx[~finished.done], died.lost[~finished.done]))
         idx, restarting = idx[~finished.done], np.ones(int((~finished.done).sum()), dtype=bool)
-    outcome = Outcome(*(a.reshape(shape) for a in (wall, billed, lost, saves, kills)))
+    outcome = Outcome(
+        wall_s=wall.reshape(shape),
+        billed_s=billed.reshape(shape),
+        lost_s=lost.reshape(shape),
+        checkpoints=saves.reshape(shape),
+        preemptions=kills.reshape(shape),
+    )
     if losses is not None:
         outcome.losses_s = _per_interval(losses, trials, len(intervals_s))
     return outcome
@@ -270,16 +285,14 @@ def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
     return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))
 
 
-def summarise(
-    outcome: Outcome, job: Job, intervals_s: list[float], on_demand_usd: float, spot_usd: float
-) -> list[dict]:
-    """One row per interval: means and percentiles of wall time, billing, lost work, cost."""
+def summarize(outcome: Outcome, job: Job, intervals_s: list[float], machine: Machine) -> list[dict]:
+    """One row per interval: means and percentiles of wall time, billing, lost work, cost (priced on ``machine``)."""
     rows = []
     for i, tau in enumerate(intervals_s):
         wall, billed, lost = outcome.wall_s[i], outcome.billed_s[i], outcome.lost_s[i]
-        spot = billed / 3600 * spot_usd
         uninterrupted_s = job.work_s + np.ceil(job.work_s / tau) * job.checkpoint_s
-        on_demand = uninterrupted_s / 3600 * on_demand_usd
+        cost = project(machine, billed_hours=billed / 3600, uninterrupted_hours=uninterrupted_s / 3600)
+        spot_mean = cost.spot_cost_usd.mean()
         row = {
             "interval_s": tau,
             "wall_s_mean": float(wall.mean()),
@@ -290,9 +303,9 @@ def summarise(
             "lost_steps_mean": float(lost.mean() / job.step_s),
             "preemptions_mean": float(outcome.preemptions[i].mean()),
             "checkpoint_overhead_mean": float((outcome.checkpoints[i] * job.checkpoint_s / wall).mean()),
-            "spot_cost_usd_mean": float(spot.mean()),
-            "on_demand_cost_usd": float(on_demand),
-            "savings_mean": float(1 - spot.mean() / on_demand) if on_demand > 0 else 0.0,
+            "spot_cost_usd_mean": float(spot_mean),
+            "on_demand_cost_usd": float(cost.on_demand_cost_usd),
+            "savings_mean": float(savings(spot_mean, cost.on_demand_cost_usd)),
         }
         rows.append(row)
     return rows

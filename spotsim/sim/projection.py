@@ -17,6 +17,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from spotsim.cost import Machine, project
 from spotsim.sim.closed_forms import daly_interval
 from spotsim.sim.montecarlo import Job, simulate
 
@@ -26,13 +27,20 @@ GRID_POINTS = 21  # intervals on the optimum's grid, geometric over [Daly ÷ 8, 
 
 
 def project_run(
-    job: Job, schedule, interval_s: float, *, spot_usd_per_hour: float, on_demand_usd_per_hour: float,
-    live: dict[str, float], trials: int = TRIALS, seed: int = 0,
-) -> dict:  # fmt: skip
+    job: Job,
+    schedule,
+    interval_s: float,
+    *,
+    spot_usd_per_hour: float,
+    on_demand_usd_per_hour: float,
+    live: dict[str, float],
+    trials: int = TRIALS,
+    seed: int = 0,
+) -> dict:
     """The projection for ``summary.json``: ``live`` holds the run's own ``wall_s``, ``lost_s``,
     ``billed_hours``, ``spot_cost_usd`` and ``savings`` (simulated units)."""
-    prices = (spot_usd_per_hour, on_demand_usd_per_hour)
-    asked = _outcomes(job, schedule, [interval_s], trials, seed, *prices)[0]
+    machine = Machine("projected", on_demand_usd_per_hour, spot_usd_per_hour, sources=())
+    asked = _outcomes(job, schedule, [interval_s], trials, seed, machine)[0]
     metrics = {name: _distribution(values, live.get(name)) for name, values in asked.items() if name != "on_demand"}
     return {
         "trials": trials,
@@ -41,25 +49,28 @@ def project_run(
         "calibration": asdict(job),
         "on_demand_cost_usd": float(asked["on_demand"][0]),
         "metrics": metrics,
-        "best": _best(job, schedule, interval_s, metrics["spot_cost_usd"], trials, seed, prices),
+        "best": _best(job, schedule, interval_s, metrics["spot_cost_usd"], trials, seed, machine),
     }
 
 
-def _outcomes(job: Job, schedule, intervals: list[float], trials: int, seed: int, spot: float, on_demand: float):
+def _outcomes(job: Job, schedule, intervals: list[float], trials: int, seed: int, machine: Machine) -> list[dict]:
     """Per interval: arrays of wall, lost, billed hours, spot cost and savings over the trials."""
     outcome = simulate(job, intervals, schedule, trials=trials, seed=seed)
     rows = []
     for i, tau in enumerate(intervals):
         uninterrupted_h = (job.startup_s + job.work_s + math.ceil(job.work_s / tau) * job.checkpoint_s) / 3600
-        billed_h = outcome.billed_s[i] / 3600
-        spot_cost = billed_h * spot
-        on_demand_cost = uninterrupted_h * on_demand
-        rows.append({
-            "wall_s": outcome.wall_s[i], "lost_s": outcome.lost_s[i], "preemptions": outcome.preemptions[i],
-            "billed_hours": billed_h, "spot_cost_usd": spot_cost,
-            "savings": 1 - spot_cost / on_demand_cost if on_demand_cost > 0 else np.zeros_like(spot_cost),
-            "on_demand": np.array([on_demand_cost]),
-        })  # fmt: skip
+        cost = project(machine, billed_hours=outcome.billed_s[i] / 3600, uninterrupted_hours=uninterrupted_h)
+        rows.append(
+            {
+                "wall_s": outcome.wall_s[i],
+                "lost_s": outcome.lost_s[i],
+                "preemptions": outcome.preemptions[i],
+                "billed_hours": cost.billed_hours,
+                "spot_cost_usd": cost.spot_cost_usd,
+                "savings": cost.savings,
+                "on_demand": np.array([cost.on_demand_cost_usd]),
+            }
+        )
     return rows
 
 
@@ -72,7 +83,7 @@ def _distribution(values: np.ndarray, live: float | None) -> dict:
     return found
 
 
-def _best(job: Job, schedule, interval_s: float, asked_cost: dict, trials: int, seed: int, prices) -> dict:
+def _best(job: Job, schedule, interval_s: float, asked_cost: dict, trials: int, seed: int, machine: Machine) -> dict:
     """Daly's interval for the measured C and the schedule's mean uptime, and the simulator's cheapest."""
     best = {"asked_s": interval_s, "asked_cost_usd": asked_cost["mean"], "asked_cost_p90_usd": asked_cost["p90"]}
     mean_uptime = schedule.mean_uptime_s
@@ -81,12 +92,15 @@ def _best(job: Job, schedule, interval_s: float, asked_cost: dict, trials: int, 
     daly = daly_interval(job.checkpoint_s, mean_uptime)
     grid = sorted({*np.geomspace(daly / 8, daly * 8, GRID_POINTS).tolist(), daly, interval_s})
     grid = [tau for tau in grid if tau <= job.work_s] or [job.work_s]
-    costs = [row["spot_cost_usd"] for row in _outcomes(job, schedule, grid, trials, seed, *prices)]
+    costs = [row["spot_cost_usd"] for row in _outcomes(job, schedule, grid, trials, seed, machine)]
     means = [float(c.mean()) for c in costs]
     cheapest = int(np.argmin(means))
     at_daly = means[grid.index(daly)] if daly in grid else None
     return best | {
-        "daly_s": daly, "daly_cost_usd": at_daly, "optimum_s": grid[cheapest], "optimum_cost_usd": means[cheapest],
+        "daly_s": daly,
+        "daly_cost_usd": at_daly,
+        "optimum_s": grid[cheapest],
+        "optimum_cost_usd": means[cheapest],
         "optimum_cost_p90_usd": float(np.percentile(costs[cheapest], 90)),
-        "grid": [{"interval_s": tau, "spot_cost_usd": cost} for tau, cost in zip(grid, means)],
-    }  # fmt: skip
+        "grid": [{"interval_s": tau, "spot_cost_usd": cost} for tau, cost in zip(grid, means, strict=True)],
+    }

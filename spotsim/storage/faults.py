@@ -39,6 +39,7 @@ JSON bodies name the emulator; the proxy rewrites them to itself, or a client wo
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import json
 import logging
@@ -53,6 +54,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 from spotsim.durations import parse_duration
@@ -118,7 +120,7 @@ class FaultSpec:
         """
         if not isinstance(text, str) or not text.strip():
             raise InvalidOption(f"storage faults: empty spec; use a profile ({', '.join(PROFILES)}) or key=value items")
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for item in (part.strip() for part in text.split(",")):
             if item in PROFILES:
                 values = {f.name: f.default for f in fields(cls)}
@@ -157,9 +159,9 @@ class FaultSpec:
         return ",".join(items) if self.active else ",".join(["none", *items])
 
 
-def _items(text: str) -> dict[str, object]:
+def _items(text: str) -> dict[str, Any]:
     """``key=value`` items as FaultSpec fields."""
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     for item in text.split(","):
         key, _, value = (s.strip() for s in item.partition("="))
         if key not in _KEYS:
@@ -295,7 +297,7 @@ class FaultProxy:
         listener.listen(256)
         self._listener, self.port = listener, listener.getsockname()[1]
         self._started = time.monotonic()
-        threading.Thread(target=self._accept, name=f"spotsim-faults-{self.port}", daemon=True).start()
+        threading.Thread(target=self._accept, args=(listener,), name=f"spotsim-faults-{self.port}", daemon=True).start()
         log.info("fault proxy %s -> %s with %s", self.url, self.upstream, self.spec.describe())
         return self
 
@@ -318,8 +320,7 @@ class FaultProxy:
 
     # -- threads ----------------------------------------------------------
 
-    def _accept(self) -> None:
-        listener = self._listener
+    def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
                 client, _ = listener.accept()
@@ -351,6 +352,7 @@ class FaultProxy:
     def _draw(self, method: str, target: str, has_body: bool) -> tuple[str | None, float]:
         """Decide one request's fault; return it with the spec's latency."""
         spec = self.spec
+        fault: str | None
         with self._lock:
             self.requests += 1
             if spec.outage is not None and spec.in_outage(self.now()):  # the run clock only when it matters
@@ -462,10 +464,8 @@ class _Reader:
         """Move ``n`` bytes from this socket to ``dst`` through a pipe, without copying them into Python."""
         if self._pipe is None:
             self._pipe = os.pipe()
-            try:
+            with contextlib.suppress(OSError):  # the default pipe size works, in more calls
                 fcntl.fcntl(self._pipe[1], _F_SETPIPE_SZ, _BUFFER)
-            except OSError:
-                pass  # the default pipe size works, in more calls
         pipe_out, pipe_in = self._pipe
         src, dst_fd = self.sock.fileno(), dst.fileno()
         while n:
@@ -568,8 +568,7 @@ class _Connection:
     def __init__(self, proxy: FaultProxy, client: socket.socket) -> None:
         self.proxy, self.client = proxy, client
         self.reader = _Reader(client)
-        self.upstream: socket.socket | None = None
-        self.up_reader: _Reader | None = None
+        self.up_reader: _Reader | None = None  # the upstream connection, while it lives
 
     def serve(self) -> None:
         while (raw := self.reader.head()) is not None:
@@ -592,14 +591,14 @@ class _Connection:
 
     def _forward(self, method: str, request: _Head, *, cut: bool) -> bool:
         """Send one request upstream and its answer back; return whether both connections stay open."""
-        upstream = self._upstream()
-        upstream.sendall(request.encode(request.without("Expect")))
-        out = _SocketSink(self.proxy, upstream, "up")
+        up = self._upstream()
+        up.sock.sendall(request.encode(request.without("Expect")))
+        out: _SocketSink | _Cutoff = _SocketSink(self.proxy, up.sock, "up")
         if cut:
             out = _Cutoff(out, self.proxy._cut_point(None if request.chunked else request.length))
         self._relay_body(request, out, at_end=getattr(out, "end", lambda: None))
         while True:
-            raw = self.up_reader.head()
+            raw = up.head()
             if raw is None:
                 raise _Dropped("upstream closed before answering")
             response = _Head.parse(raw)
@@ -608,21 +607,21 @@ class _Connection:
                 break
             if status != 100:  # 100 Continue was already given to the client
                 self._send_client(raw)
-        return self._relay_response(method, response, status) and not request.wants_close
+        return self._relay_response(up, method, response, status) and not request.wants_close
 
-    def _relay_response(self, method: str, response: _Head, status: int) -> bool:
+    def _relay_response(self, up: _Reader, method: str, response: _Head, status: int) -> bool:
         headers = [(k, self._rewrite(v) if k.lower() == "location" else v) for k, v in response.headers]
         bodiless = method == "HEAD" or status in (204, 304)
         length = None if bodiless else response.length
         is_json = "json" in (response.get("Content-Type") or "").lower()
         to_client = _SocketSink(self.proxy, self.client, "down")
         if not bodiless and is_json and (response.chunked or (length is not None and length <= _MAX_JSON_REWRITE)):
-            body = bytearray()
+            received = bytearray()
             if response.chunked:
-                self.up_reader.relay_chunked(body.extend, decode=True)
-            else:
-                self.up_reader.relay(length, body.extend)
-            body = self._rewrite(body.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+                up.relay_chunked(received.extend, decode=True)
+            elif length is not None:
+                up.relay(length, received.extend)
+            body = self._rewrite(received.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
             headers = [*_Head(response.start, headers).without("Content-Length", "Transfer-Encoding")]
             headers.append(("Content-Length", str(len(body))))
             self._send_client(response.encode(headers))
@@ -632,11 +631,11 @@ class _Connection:
         if bodiless:
             pass
         elif response.chunked:
-            self.up_reader.relay_chunked(to_client)
+            up.relay_chunked(to_client)
         elif length is not None:
-            self.up_reader.relay(length, to_client)
+            up.relay(length, to_client)
         else:  # delimited by the upstream closing
-            self.up_reader.relay_to_eof(to_client)
+            up.relay_to_eof(to_client)
             return False
         return not response.wants_close
 
@@ -651,26 +650,31 @@ class _Connection:
         reason, why, message = _ERRORS[status]
         error = {"message": message, "domain": "global", "reason": why}
         body = json.dumps({"error": {"code": int(status), "message": message, "errors": [error]}}).encode()
-        head = _Head(f"HTTP/1.1 {status} {reason}", [
-            ("Content-Type", "application/json; charset=UTF-8"), ("Content-Length", str(len(body))),
-            ("X-Spotsim-Fault", fault), *([("Connection", "close")] if close else []),
-        ])  # fmt: skip
+        head = _Head(
+            f"HTTP/1.1 {status} {reason}",
+            [
+                ("Content-Type", "application/json; charset=UTF-8"),
+                ("Content-Length", str(len(body))),
+                ("X-Spotsim-Fault", fault),
+                *([("Connection", "close")] if close else []),
+            ],
+        )
         self._send_client(head.encode() + body)
 
-    def _upstream(self) -> socket.socket:
+    def _upstream(self) -> _Reader:
         """The upstream connection, reused while it lives; a new one if the emulator closed it."""
-        if self.upstream is not None and select.select([self.upstream], [], [], 0)[0]:
+        if self.up_reader is not None and select.select([self.up_reader.sock], [], [], 0)[0]:
             self._drop_upstream()  # readable while idle: the emulator closed it
-        if self.upstream is None:
+        if self.up_reader is None:
             try:
-                self.upstream = socket.create_connection(self.proxy._upstream_address, timeout=10)
+                sock = socket.create_connection(self.proxy._upstream_address, timeout=10)
             except OSError as e:  # a client cannot see a refused connect through a proxy: a reset is closest
                 raise _Dropped(f"upstream {self.proxy.upstream} unreachable: {e}") from e
-            self.upstream.settimeout(None)
-            self.upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.proxy._track(self.upstream)
-            self.up_reader = _Reader(self.upstream)
-        return self.upstream
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.proxy._track(sock)
+            self.up_reader = _Reader(sock)
+        return self.up_reader
 
     def _rewrite(self, text: str) -> str:
         return text.replace(self.proxy.upstream, self.proxy.url)
@@ -680,12 +684,11 @@ class _Connection:
 
     def abort(self) -> None:
         """Reset both connections (SO_LINGER 0): the client sees ECONNRESET, the emulator a cut body."""
-        for sock in (self.client, self.upstream):
+        upstream = self.up_reader.sock if self.up_reader is not None else None
+        for sock in (self.client, upstream):
             if sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self._drop_upstream()
@@ -694,11 +697,11 @@ class _Connection:
         self.client.close()
 
     def _drop_upstream(self) -> None:
-        if self.upstream is not None:
-            self.proxy._track(self.upstream, add=False)
+        if self.up_reader is not None:
+            self.proxy._track(self.up_reader.sock, add=False)
             self.up_reader.close()
-            self.upstream.close()
-            self.upstream = self.up_reader = None
+            self.up_reader.sock.close()
+            self.up_reader = None
 
 
 class _SocketSink:
@@ -743,7 +746,5 @@ class _Cutoff:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass

@@ -45,6 +45,7 @@ from spotsim.errors import (
     IntegrityError,
     InvalidURI,
     ObjectNotFound,
+    SpotsimError,
     StoreAccessDenied,
     StoreError,
     StoreUnavailable,
@@ -115,23 +116,23 @@ class _GenerationGone(Exception):
     """The object was replaced or deleted while its parts were being read."""
 
 
+# What the SDK and its HTTP layer raise; _sdk_errors turns each into a spotsim error.
+_SDK_ERRORS = (
+    api_exceptions.GoogleAPIError,
+    auth_exceptions.RefreshError,
+    auth_exceptions.DefaultCredentialsError,
+    requests.ConnectionError,
+    requests.Timeout,
+)
+
+
 def _translated(method):
-    """Turn SDK and HTTP errors raised by a store primitive into spotsim errors."""
+    """Run a store primitive, whose first argument is the key, inside :meth:`GCSStore._sdk_errors`."""
 
     @functools.wraps(method)
     def wrapper(self: GCSStore, key: str, *args, **kwargs):
-        try:
+        with self._sdk_errors(key=key):
             return method(self, key, *args, **kwargs)
-        except api_exceptions.NotFound as e:
-            raise ObjectNotFound(f"no object {key!r} in {self.uri}") from e
-        except (api_exceptions.Forbidden, api_exceptions.Unauthorized, auth_exceptions.RefreshError) as e:
-            raise StoreAccessDenied(f"{self.uri}: access denied: {e}") from e
-        except api_exceptions.RetryError as e:
-            raise StoreUnavailable(f"cannot reach {self.endpoint} for {self.uri}: {e.cause}") from e
-        except (requests.ConnectionError, requests.Timeout) as e:
-            raise StoreUnavailable(f"cannot reach {self.endpoint} for {self.uri}: {e}") from e
-        except api_exceptions.GoogleAPICallError as e:
-            raise StoreError(f"{self.uri}: {key!r}: {e.code} {_one_line(e.message)}") from e
 
     return wrapper
 
@@ -223,6 +224,40 @@ class GCSStore(Store):
             return self._transfer_retry
         return self._transfer_retry.with_timeout(max(0.0, min(TRANSFER_TIMEOUT_S, self._deadline - time.monotonic())))
 
+    @contextlib.contextmanager
+    def _sdk_errors(self, *, key: str | None = None, doing: str | None = None) -> Iterator[None]:
+        """Raise the SDK and HTTP errors of the body as spotsim errors: the one place this store translates them.
+
+        Args:
+            key: the object the body works on: a 404 means it is missing. Without one a 404 is a StoreError.
+            doing: what the body does, for the message of an error with no closer translation (default: the key).
+
+        Raises:
+            ObjectNotFound, StoreAccessDenied, StoreUnavailable or StoreError, from the SDK's error.
+        """
+        try:
+            yield
+        except _SDK_ERRORS as e:
+            raise self._spotsim_error(e, key, doing or repr(key)) from e
+
+    def _spotsim_error(self, error: Exception, key: str | None, doing: str) -> SpotsimError:
+        if isinstance(error, api_exceptions.NotFound) and key is not None:
+            return ObjectNotFound(f"no object {key!r} in {self.uri}")
+        if isinstance(error, auth_exceptions.DefaultCredentialsError):
+            return StoreAccessDenied(
+                f"no Google Cloud credentials for {self.uri}: run `gcloud auth application-default login`, "
+                "or set STORAGE_EMULATOR_HOST to use an emulator"
+            )
+        if isinstance(error, (api_exceptions.Forbidden, api_exceptions.Unauthorized, auth_exceptions.RefreshError)):
+            return StoreAccessDenied(f"{self.uri}: access denied: {error}")
+        if isinstance(error, api_exceptions.RetryError):
+            return StoreUnavailable(f"cannot reach {self.endpoint} for {self.uri}: {error.cause}")
+        if isinstance(error, (requests.ConnectionError, requests.Timeout)):
+            return StoreUnavailable(f"cannot reach {self.endpoint} for {self.uri}: {error}")
+        if isinstance(error, api_exceptions.GoogleAPICallError):
+            return StoreError(f"{self.uri}: {doing}: {error.code} {_one_line(error.message)}")
+        return StoreError(f"{self.uri}: {doing}: {_one_line(str(error))}")
+
     def _count_retry(self, error: Exception) -> None:
         with self._retries_lock:
             self.retries += 1
@@ -308,12 +343,10 @@ class GCSStore(Store):
 
     def clean_partial_writes(self, older_than_s: float = 3600.0) -> int:
         cutoff = time.time() - older_than_s
-        try:
+        with self._sdk_errors(doing="cannot clean partial writes"):
             blobs = self._client.list_blobs(self._bucket, prefix=self._prefix + _PARTS_DIR + "/", retry=self._retry())
             stale = [b.name for b in blobs if b.time_created is None or b.time_created.timestamp() <= cutoff]
             self._delete_names(stale)
-        except api_exceptions.RetryError as e:
-            raise StoreUnavailable(f"cannot reach {self.endpoint} for {self.uri}: {e.cause}") from e
         return len(stale)
 
     # -- transfers ----------------------------------------------------------
@@ -375,12 +408,13 @@ class GCSStore(Store):
         """
         boundary = f"spotsim-{uuid.uuid4().hex}"
         metadata = json.dumps({"name": name, "contentType": "application/octet-stream", "crc32c": _crc32c_b64(data)})
-        body = b"".join([
+        parts: list[bytes | memoryview] = [
             f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n".encode(),
             f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode(),
             data,
             f"\r\n--{boundary}--\r\n".encode(),
-        ])  # fmt: skip
+        ]
+        body = b"".join(parts)
         resp = self._session.post(
             f"{self.endpoint}/upload/storage/v1/b/{self._bucket.name}/o",
             params={"uploadType": "multipart", "ifGenerationMatch": "0"},
@@ -416,7 +450,7 @@ class GCSStore(Store):
             return read(name, generation, 0, size, write, ranged=False) if size else 0
         checksums = self._run_parallel(lambda r: read(name, generation, r[0], r[1], write, ranged=True), ranges)
         total = checksums[0]
-        for (lo, hi), part_crc in zip(ranges[1:], checksums[1:]):
+        for (lo, hi), part_crc in zip(ranges[1:], checksums[1:], strict=True):
             total = crc.combine(total, part_crc, hi - lo)
         return total
 
@@ -451,10 +485,8 @@ class GCSStore(Store):
 
     def _delete_names(self, names: list[str]) -> None:
         def delete(name: str) -> None:
-            try:
+            with contextlib.suppress(api_exceptions.NotFound):
                 self._bucket.blob(name).delete(retry=self._retry())
-            except api_exceptions.NotFound:
-                pass
 
         self._run_parallel(delete, names)
 
@@ -477,33 +509,28 @@ class GCSStore(Store):
             BucketNotFound, StoreAccessDenied, StoreUnavailable, or StoreError (also
             when the endpoint is some other HTTP server, e.g. a mistyped STORAGE_EMULATOR_HOST).
         """
-        try:
+        with self._sdk_errors(doing="cannot open the bucket"):
             try:
-                self._bucket.reload(retry=self._transfer_retry.with_timeout(OPEN_TIMEOUT_S), timeout=5)
-            except api_exceptions.NotFound as e:
+                self._load_bucket(create)
+            except api_exceptions.GoogleAPICallError as e:
                 if not _speaks_json(e):
-                    raise  # any web server says 404: only a JSON one is GCS saying "no bucket"
-                if not create:
-                    raise BucketNotFound(f"bucket gs://{self._bucket.name} does not exist at {self.endpoint}") from e
-                try:
-                    self._client.create_bucket(
-                        self._bucket.name, retry=self._transfer_retry.with_timeout(OPEN_TIMEOUT_S)
-                    )
-                except api_exceptions.Conflict:
-                    pass  # created by a concurrent opener
-        except api_exceptions.RetryError as e:
-            raise StoreUnavailable(f"cannot reach {self.endpoint} for {self.uri}: {e.cause}") from e
-        except auth_exceptions.RefreshError as e:
-            raise StoreAccessDenied(f"{self.uri}: access denied: {e}") from e
-        except api_exceptions.GoogleAPICallError as e:
+                    kind = e.response.headers.get("Content-Type") or "no content type"
+                    raise self._not_gcs(f"HTTP {e.code}, {kind}") from e
+                raise
+            except ValueError as e:  # a success whose body is not JSON
+                raise self._not_gcs("a success that is not JSON") from e
+
+    def _load_bucket(self, create: bool) -> None:
+        retry = self._transfer_retry.with_timeout(OPEN_TIMEOUT_S)
+        try:
+            self._bucket.reload(retry=retry, timeout=5)
+        except api_exceptions.NotFound as e:
             if not _speaks_json(e):
-                kind = e.response.headers.get("Content-Type") or "no content type"
-                raise self._not_gcs(f"HTTP {e.code}, {kind}") from e
-            if isinstance(e, (api_exceptions.Forbidden, api_exceptions.Unauthorized)):
-                raise StoreAccessDenied(f"{self.uri}: access denied: {e}") from e
-            raise StoreError(f"{self.uri}: cannot open the bucket: {e.code} {_one_line(e.message)}") from e
-        except ValueError as e:  # a success whose body is not JSON
-            raise self._not_gcs("a success that is not JSON") from e
+                raise  # any web server says 404: only a JSON one is GCS saying "no bucket"
+            if not create:
+                raise BucketNotFound(f"bucket gs://{self._bucket.name} does not exist at {self.endpoint}") from e
+            with contextlib.suppress(api_exceptions.Conflict):  # created by a concurrent opener
+                self._client.create_bucket(self._bucket.name, retry=retry)
 
     def _not_gcs(self, answer: str) -> StoreError:
         hint = ": point STORAGE_EMULATOR_HOST (or endpoint=) at a GCS emulator" if self.emulated else ""
@@ -512,13 +539,8 @@ class GCSStore(Store):
     def _credentials(self):
         if self.emulated:
             return AnonymousCredentials(), EMULATOR_PROJECT
-        try:
+        with self._sdk_errors(doing="cannot find credentials"):
             return google.auth.default(scopes=["https://www.googleapis.com/auth/devstorage.read_write"])
-        except auth_exceptions.DefaultCredentialsError as e:
-            raise StoreAccessDenied(
-                f"no Google Cloud credentials for {self.uri}: run `gcloud auth application-default login`, "
-                "or set STORAGE_EMULATOR_HOST to use an emulator"
-            ) from e
 
 
 class _BufferSink:
@@ -537,7 +559,7 @@ class _BufferSink:
     def write(self, offset: int, chunk: memoryview) -> None:
         self._buffer[offset : offset + len(chunk)] = chunk
 
-    def result(self) -> bytes | memoryview:
+    def result(self) -> bytes | bytearray | memoryview:
         return bytes(self._buffer) if self._as_bytes else self._buffer
 
 

@@ -44,7 +44,9 @@ class FileStore(Store):
         super().__init__(self.root.as_uri())
 
     @classmethod
-    def from_uri(cls, uri: str) -> FileStore:
+    def from_uri(cls, uri: str, **options: object) -> FileStore:
+        if options:
+            raise TypeError(f"file:// stores take no options, got {', '.join(sorted(options))}")
         parts = urlsplit(uri)
         if parts.netloc not in ("", "localhost"):
             raise InvalidURI(f"file store URI {uri!r} is not absolute: write file:///abs/dir (three slashes)")
@@ -188,7 +190,7 @@ class FileStore(Store):
         for attempt in range(3):
             try:
                 directory.mkdir(parents=True, exist_ok=True)
-                f = open(tmp, "xb")
+                f = open(tmp, "xb")  # noqa: SIM115 (closed by the try below, once the loop has a file)
                 break
             except (FileExistsError, NotADirectoryError) as e:
                 raise InvalidKey(f"a parent of {directory} in {self.uri} is an object, not a directory") from e

@@ -23,12 +23,11 @@ class UnknownWorkload(SpotsimError, ValueError):
 
 @dataclass(frozen=True)
 class Workload:
-    """One built-in training job: its name, the module that runs it, and its framework."""
+    """One built-in training job: its name, the module that runs it (its docstring describes it), its framework."""
 
     name: str
     module: str
     framework: str
-    description: str
     steps: int  # its --steps default, the work a run of it does unless told otherwise
 
     def __post_init__(self) -> None:
@@ -39,15 +38,11 @@ class Workload:
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
-        Workload("torch-cnn", "spotsim.workloads.torch_cnn", "torch",
-                 "2-conv CNN (the seeds' CIFAR net) on scikit-learn's 8x8 digits, Adam; ~30 s", 15_000),
-        Workload("torch-mlp", "spotsim.workloads.torch_mlp", "torch",
-                 "MLP on synthetic data; --hidden/--layers/--checkpoint-mib set the checkpoint size (10 MiB-2 GiB)",
-                 2_000),
-        Workload("tf-cnn", "spotsim.workloads.tf_cnn", "tensorflow",
-                 "the torch-cnn network in TensorFlow/Keras with a tf.GradientTape loop", 15_000),
+        Workload("torch-cnn", "spotsim.workloads.torch_cnn", "torch", steps=15_000),
+        Workload("torch-mlp", "spotsim.workloads.torch_mlp", "torch", steps=2_000),
+        Workload("tf-cnn", "spotsim.workloads.tf_cnn", "tensorflow", steps=15_000),
     ]
-}  # fmt: skip
+}
 DEFAULT_WORKLOAD = "torch-cnn"
 
 

@@ -1,7 +1,7 @@
 """What every reference workload shares: arguments, the contract's environment, the loop.
 
-A workload module supplies a :class:`Job` (its model, data and optimizer behind
-six methods) and calls :func:`main`, which runs the contract's structure:
+A workload module supplies a :class:`TrainingJob` (its model, data and optimizer
+behind six methods) and calls :func:`main`, which runs the contract's structure:
 
 1. warm the job up: a step's one-off costs, paid and discarded before the
    ``start`` event, after which the harness counts time as training (× K);
@@ -31,16 +31,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from spotsim.checkpoint import CheckpointManager, PreemptionWatcher
+from spotsim.checkpoint.tree import TrainingState
 from spotsim.errors import CheckpointError, MissingDependency, SpotsimError
 
 log = logging.getLogger(__name__)
 
-INTERVAL_STEPS_ENV = "SPOTSIM_CHECKPOINT_INTERVAL_STEPS"
 OUTPUT_DIR_ENV = "SPOTSIM_OUTPUT_DIR"
 DIGITS_TRAIN_SIZE = 1500  # of scikit-learn's 1,797 digits; the other 297 are held out
 
 
-class Job(Protocol):
+class TrainingJob(TrainingState, Protocol):
     """The framework half of a workload: live training objects, one step at a time."""
 
     steps_per_epoch: int
@@ -56,10 +56,10 @@ class Job(Protocol):
     def train_step(self) -> float:
         """Train one optimizer step on the next batch; return its loss."""
 
-    def state(self) -> Any:
+    def state_dict(self) -> Any:
         """The checkpoint state of everything training depends on (weights, optimizer, data position, RNG)."""
 
-    def load(self, state: Any) -> None:
+    def load_state_dict(self, state: Any) -> None:
         """Put a restored checkpoint state into the live objects."""
 
     def write_outputs(self, out_dir: Path) -> None:
@@ -102,13 +102,18 @@ def seconds(text: str) -> float:
 def parser(module: str, doc: str, *, steps: int, batch_size: int, max_batch_size: int) -> argparse.ArgumentParser:
     """The arguments every workload takes; a module adds its own before parsing."""
     p = argparse.ArgumentParser(
-        prog=f"python -m {module}", description=doc.strip().splitlines()[0],
+        prog=f"python -m {module}",
+        description=doc.strip().splitlines()[0],
         epilog="Checkpoints go to $SPOTSIM_CHECKPOINT_URI (required); see spotsim's design.md for the contract.",
-    )  # fmt: skip
+    )
     p.add_argument("--steps", type=int_in(1), default=steps, help=f"optimizer steps in all (default {steps})")
     p.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of weights, data order and data")
-    p.add_argument("--batch-size", type=int_in(1, max_batch_size), default=batch_size,
-                   help=f"examples per step (default {batch_size})")  # fmt: skip
+    p.add_argument(
+        "--batch-size",
+        type=int_in(1, max_batch_size),
+        default=batch_size,
+        help=f"examples per step (default {batch_size})",
+    )
     p.add_argument("--step-sleep", type=seconds, default=0.0, help="extra seconds of sleep per step (default 0)")
     return p
 
@@ -142,19 +147,6 @@ def _digits_file() -> Path:
 # -- the contract's environment ---------------------------------------------------
 
 
-def open_manager(framework: str) -> CheckpointManager:
-    """A CheckpointManager configured from the contract's environment variables."""
-    kwargs: dict[str, Any] = {"framework": framework}
-    if text := os.environ.get(INTERVAL_STEPS_ENV):
-        try:
-            kwargs["interval_steps"] = int(text)
-        except ValueError:
-            raise CheckpointError(f"{INTERVAL_STEPS_ENV}={text!r} is not a whole number of steps") from None
-        if kwargs["interval_steps"] < 1:
-            raise CheckpointError(f"{INTERVAL_STEPS_ENV}={text!r} must be at least 1")
-    return CheckpointManager.from_env(**kwargs)
-
-
 def output_dir() -> Path | None:
     return Path(path) if (path := os.environ.get(OUTPUT_DIR_ENV)) else None
 
@@ -162,11 +154,13 @@ def output_dir() -> Path | None:
 # -- the loop ---------------------------------------------------------------------
 
 
-def main(args: argparse.Namespace, build: Callable[[argparse.Namespace], Job], *, name: str, framework: str) -> int:
+def main(
+    args: argparse.Namespace, build: Callable[[argparse.Namespace], TrainingJob], *, name: str, framework: str
+) -> int:
     """Run a workload under the contract; return the process exit status."""
     _configure_logging(name)
     try:
-        with PreemptionWatcher(approve=True) as watcher, open_manager(framework) as manager:
+        with PreemptionWatcher(approve=True) as watcher, CheckpointManager.from_env(framework=framework) as manager:
             job = build(args)
             return train(job, manager, watcher, args)
     except SpotsimError as e:
@@ -174,7 +168,7 @@ def main(args: argparse.Namespace, build: Callable[[argparse.Namespace], Job], *
         return 2
 
 
-def train(job: Job, manager: CheckpointManager, watcher: PreemptionWatcher, args: argparse.Namespace) -> int:
+def train(job: TrainingJob, manager: CheckpointManager, watcher: PreemptionWatcher, args: argparse.Namespace) -> int:
     """Warm up, restore, train to ``args.steps`` (or to a preemption notice), finish; return the exit status."""
     # Before the restore: the harness counts everything after its `start` event as
     # training compute (× K), so a one-off cost left in the first step is multiplied.
@@ -187,20 +181,20 @@ def train(job: Job, manager: CheckpointManager, watcher: PreemptionWatcher, args
         if args.step_sleep:
             time.sleep(args.step_sleep)
         if watcher.preempted:
-            manager.save(step, job.state(), kind="emergency", metadata=_metadata(job, step, loss))
+            manager.save(step, job.state_dict(), kind="emergency", metadata=_metadata(job, step, loss))
             log.warning("preemption notice (%s): saved an emergency checkpoint at step %d", watcher.reason, step)
             watcher.approve()  # Azure: evict now rather than at NotBefore (elsewhere a no-op)
             return 0
         # The last step gets the final checkpoint below instead of a periodic one.
         if step < args.steps and manager.should_save(step):
-            manager.save(step, job.state(), metadata=_metadata(job, step, loss))
+            manager.save(step, job.state_dict(), metadata=_metadata(job, step, loss))
     if step > start:
-        manager.save(step, job.state(), kind="final", metadata=_metadata(job, step, loss))
+        manager.save(step, job.state_dict(), kind="final", metadata=_metadata(job, step, loss))
     finish(job, manager, step, loss)
     return 0
 
 
-def resume(job: Job, manager: CheckpointManager, steps: int) -> int:
+def resume(job: TrainingJob, manager: CheckpointManager, steps: int) -> int:
     """Load the newest usable checkpoint into ``job``; return its step (0 when starting fresh)."""
     restored = manager.restore_latest()
     if restored is None:
@@ -211,7 +205,7 @@ def resume(job: Job, manager: CheckpointManager, steps: int) -> int:
             f"the checkpoint at step {restored.step} is past --steps {steps}; use a new SPOTSIM_CHECKPOINT_URI"
         )
     try:
-        job.load(restored.state)
+        job.load_state_dict(restored.state)
     except (KeyError, ValueError, TypeError, RuntimeError) as e:  # what torch/numpy raise on a mismatched state
         raise CheckpointError(
             f"the checkpoint at step {restored.step} does not fit this job (another workload or size?): {e}"
@@ -220,7 +214,7 @@ def resume(job: Job, manager: CheckpointManager, steps: int) -> int:
     return restored.step
 
 
-def finish(job: Job, manager: CheckpointManager, step: int, loss: float) -> None:
+def finish(job: TrainingJob, manager: CheckpointManager, step: int, loss: float) -> None:
     """Write the model to the output directory (if any) and tell the harness the job is done."""
     if (out := output_dir()) is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -230,7 +224,7 @@ def finish(job: Job, manager: CheckpointManager, step: int, loss: float) -> None
     print(f"done: step {step}{trained}, held-out accuracy {job.evaluate():.4f}", flush=True)
 
 
-def _metadata(job: Job, step: int, loss: float) -> dict[str, Any]:
+def _metadata(job: TrainingJob, step: int, loss: float) -> dict[str, Any]:
     return {"epoch": step // job.steps_per_epoch, "loss": loss}
 
 
@@ -266,6 +260,4 @@ def atomic_path(final: Path, suffix: str = "") -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}.partial{suffix}")
 
 
-__all__ = [
-    "Job", "atomic_path", "digits", "int_in", "main", "open_manager", "output_dir", "parser", "seconds", "train",
-]  # fmt: skip
+__all__ = ["TrainingJob", "atomic_path", "digits", "int_in", "main", "output_dir", "parser", "seconds", "train"]

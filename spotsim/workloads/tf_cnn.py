@@ -60,21 +60,23 @@ def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.dat
 
 
 def net() -> keras.Sequential:
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(6, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(120, activation="relu"),
-        keras.layers.Dense(84, activation="relu"),
-        keras.layers.Dense(10),
-    ])  # fmt: skip
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(6, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(120, activation="relu"),
+            keras.layers.Dense(84, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 class TFClassifierJob:
-    """The CNN, Adam and the data iterator: a :class:`~spotsim.workloads.common.Job`."""
+    """The CNN, Adam and the data iterator: a :class:`~spotsim.workloads.common.TrainingJob`."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         deterministic(args.seed)
@@ -91,7 +93,7 @@ class TFClassifierJob:
             logits = self.model(x, training=True)
             loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
         grads = tape.gradient(loss, self.model.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
         return loss
 
     def warm_up(self) -> None:
@@ -109,18 +111,18 @@ class TFClassifierJob:
         variables = [*self.model.variables, *self.optimizer.variables]
         before = [v.numpy() for v in variables]
         self._step(tf.zeros(x_spec.shape, x_spec.dtype), tf.zeros(y_spec.shape, y_spec.dtype))
-        for variable, value in zip(variables, before):
+        for variable, value in zip(variables, before, strict=True):
             variable.assign(value)
 
     def train_step(self) -> float:
         x, y = next(self.batches)
         return float(self._step(x, y))
 
-    def state(self) -> dict:
-        return self.checkpoint.state()
+    def state_dict(self) -> dict:
+        return self.checkpoint.state_dict()
 
-    def load(self, state: dict) -> None:
-        self.checkpoint.load(state)
+    def load_state_dict(self, state: dict) -> None:
+        self.checkpoint.load_state_dict(state)
 
     def write_outputs(self, out_dir: Path) -> None:
         final = out_dir / "model.weights.h5"

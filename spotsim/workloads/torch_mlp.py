@@ -26,6 +26,7 @@ The default 2,000 steps took 21-23 s on the 2-core development machine
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import torch
 from torch import nn
@@ -61,7 +62,7 @@ def hidden_for(mib: float, layers: int) -> int:
 
 def mlp(hidden: int, layers: int) -> nn.Sequential:
     widths = [INPUTS] + [hidden] * layers
-    blocks = [m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
+    blocks = [m for a, b in itertools.pairwise(widths) for m in (nn.Linear(a, b), nn.ReLU())]
     return nn.Sequential(*blocks, nn.Linear(hidden, CLASSES))
 
 
@@ -86,8 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--layers", type=common.int_in(1, 64), default=LAYERS, help=f"hidden layers (default {LAYERS})")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--hidden", type=common.int_in(1, 1 << 20), help=f"units per hidden layer (default {HIDDEN})")
-    size.add_argument("--checkpoint-mib", type=common.int_in(1, 1 << 16),
-                      help="pick --hidden so a checkpoint is about this many MiB")  # fmt: skip
+    size.add_argument(
+        "--checkpoint-mib", type=common.int_in(1, 1 << 16), help="pick --hidden so a checkpoint is about this many MiB"
+    )
     args = p.parse_args(argv)
     if args.checkpoint_mib is not None:
         args.hidden = hidden_for(args.checkpoint_mib, args.layers)

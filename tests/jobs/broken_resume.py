@@ -4,8 +4,8 @@
 - ``optimizer``: the optimizer is never registered, so a resume starts Adam afresh.
 - ``rng-data``: neither the RNG nor the data position is registered: a resume
   reshuffles the epoch and redraws dropout from wherever the RNG happens to be.
-- ``never-load``: in the style of seed 001, it finds its checkpoint, says so,
-  and trains from step 0 anyway.
+- ``never-load``: it finds its checkpoint, logs that it resumes, and trains
+  from step 0 anyway (a restore whose result is never loaded into the objects).
 """
 
 import os
@@ -60,7 +60,7 @@ def main() -> int:
                 print(f"found checkpoint at step {manager.steps()[-1]}", flush=True)  # …and never loads it
         elif restored := manager.restore_latest():
             step = restored.step
-            job.load(restored.state)
+            job.load_state_dict(restored.state)
         for idx in batches(sampler, registered=BUG != "rng-data"):
             loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
             optimizer.zero_grad()
@@ -68,13 +68,13 @@ def main() -> int:
             optimizer.step()
             step += 1
             if watcher.preempted:
-                manager.save(step, job.state(), kind="emergency")
+                manager.save(step, job.state_dict(), kind="emergency")
                 return 0
             if step == STEPS:
                 break
             if manager.should_save(step):
-                manager.save(step, job.state())
-        manager.save(step, job.state(), kind="final")
+                manager.save(step, job.state_dict())
+        manager.save(step, job.state_dict(), kind="final")
         manager.mark_done(step)
     return 0
 

@@ -1,7 +1,7 @@
 """A job that ignores SPOTSIM_CHECKPOINT_URI and checkpoints to a fixed local directory.
 
 Imitates the torch Distributed Checkpoint tutorial (``CHECKPOINT_DIR = "checkpoint"``, relative to
-the working directory) and seed 002's ``CHECKPOINT_DIR = "/tmp/checkpoints"``: the directory is
+the working directory) and scripts with a hard-coded ``CHECKPOINT_DIR = "/tmp/checkpoints"``: the directory is
 ``FIXED_CKPT_DIR`` (default ``./job_checkpoint``), whatever the harness asks. Otherwise correct:
 atomic saves (temp file + ``os.replace``), resume from the highest ``ckpt-<step>.npz``.
 

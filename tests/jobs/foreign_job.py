@@ -22,7 +22,10 @@ def main() -> int:
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "progress.json")
     total, every = int(os.environ.get("TOTAL_STEPS", "200")), int(os.environ.get("CHECKPOINT_EVERY", "25"))
-    step = json.load(open(path))["step"] if os.path.exists(path) else 0
+    step = 0
+    if os.path.exists(path):
+        with open(path) as f:
+            step = json.load(f)["step"]
     emit("start", attempt=int(os.environ["SPOTSIM_ATTEMPT"]), resumed_step=step or None)
     if step:
         emit("step", step=step)

@@ -1,7 +1,7 @@
 """A job that saves in place, non-atomically: a kill inside a save leaves a torn checkpoint.
 
-Imitates the torn-file bug ``spotsim verify`` found in Keras ``.h5`` saves, torch DCP and seed 004
-on ``file://``: the one checkpoint is overwritten piece by piece where it lies. On ``file://`` it
+Imitates the torn-file bug ``spotsim verify`` finds in Keras ``.h5`` saves, in torch DCP and in any
+save that overwrites its one checkpoint piece by piece where it lies. On ``file://`` it
 rewrites ``checkpoint.bin`` (a header with the step and the payload's sha256, then each array),
 fsyncing and pausing SAVE_SLOW seconds after each piece; on ``gs://`` it overwrites ``shard-0.npy``
 … ``shard-3.npy`` one by one, then ``meta.json`` (step and each shard's sha256). A resume validates

@@ -59,14 +59,18 @@ def main() -> int:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((STEPS_PER_EPOCH * BATCH, 16)).astype("float32")
     y = rng.integers(0, 4, STEPS_PER_EPOCH * BATCH)
-    model = tf.keras.Sequential([tf.keras.Input((16,)), tf.keras.layers.Dense(32, activation="relu"),
-                                 tf.keras.layers.Dense(4)])  # fmt: skip
-    model.compile(optimizer=tf.keras.optimizers.Adam(1e-2),
-                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    model = tf.keras.Sequential(
+        [tf.keras.Input((16,)), tf.keras.layers.Dense(32, activation="relu"), tf.keras.layers.Dense(4)]
+    )
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(1e-2), loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     every = int(os.environ.get("SPOTSIM_CHECKPOINT_INTERVAL_STEPS", "10"))
     backup = unquote(urlparse(os.environ["SPOTSIM_CHECKPOINT_URI"]).path)
-    callbacks = [tf.keras.callbacks.BackupAndRestore(backup, save_freq=every, delete_checkpoint=False),
-                 ContractEvents(every)]  # fmt: skip
+    callbacks = [
+        tf.keras.callbacks.BackupAndRestore(backup, save_freq=every, delete_checkpoint=False),
+        ContractEvents(every),
+    ]
     epochs = int(os.environ.get("EPOCHS", "4"))
     model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
     out = os.environ.get("SPOTSIM_OUTPUT_DIR", ".")

@@ -1,4 +1,4 @@
-"""A job that learns of its preemption only from the cloud's metadata server, the way seed 001 does.
+"""A job that learns of its preemption only from the cloud's metadata server, by polling it.
 
 It installs no SIGTERM handler: a signal kills it. A watcher thread uses only the standard library and
 the variables the cloud clients read:

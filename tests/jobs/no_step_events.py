@@ -1,6 +1,6 @@
 """A correct job that reports only ``start`` and ``done``: no ``step`` and no ``checkpoint`` events.
 
-Imitates a hand-instrumented script (README "The harness ↔ job contract") whose author wrote the
+Imitates a hand-instrumented script (docs/contract.md, "Events the job writes") whose author wrote the
 first and last events and skipped the rest. Its checkpointing is right (whole ``ckpt-<step>.npz``
 objects, resume from the highest), but nothing tells the harness where a kill lands.
 

@@ -1,6 +1,6 @@
 """A correct job written against plain google-cloud-storage, the way a careful user would.
 
-Imitates the GCS boilerplate of seeds 000/002/004 with their bugs fixed: every checkpoint is one
+Imitates the usual torch.save-then-upload GCS boilerplate, done right: every checkpoint is one
 object ``ckpt-<step>.npz`` uploaded whole (a GCS object appears atomically; on ``file://`` a temp
 file is renamed into place), and a resume lists the objects and loads the highest step. On SIGTERM
 it finishes the current step, saves an ``emergency`` checkpoint at the true step and exits 0.
@@ -11,7 +11,7 @@ Verdict: ``spotsim verify`` must PASS it (with ``--kill sigkill`` and ``--kill s
 survive without relaunching the finished job:
 
 - ``slow-exit``: it takes ``SLOW_EXIT`` seconds (default 1.5) to exit, as TensorFlow's teardown does;
-- ``loop``: it never exits, writing ``done`` every 15 ms, like a seed 001-style polling loop that
+- ``loop``: it never exits, writing ``done`` every 15 ms, like a metadata-polling loop that
   outlives the training. The harness must stop it after a short wait and count the run as finished.
 
 Env: SPOTSIM_CHECKPOINT_URI, SPOTSIM_EVENTS, SPOTSIM_ATTEMPT, SPOTSIM_OUTPUT_DIR,

@@ -1,10 +1,10 @@
 """A job that repeats an epoch on every resume: it restarts AT the epoch its checkpoint finished.
 
-Imitates seed 004's ``CheckpointManager`` without torch: save locally first (SPOTSIM_LOCAL_DIR or
+Imitates a common hand-written checkpoint manager, without torch: save locally first (SPOTSIM_LOCAL_DIR or
 TMPDIR), then upload that file whole as ``checkpoint_latest.npz`` (``blob.upload_from_filename``;
 on ``file://`` a copy renamed into place), and resume by downloading that blob. Checkpoints are
-taken at epoch end only (EPOCH_STEPS steps each), storing the epoch just finished where the seed
-stores ``epoch + 1``; ``for epoch in range(start_epoch, TOTAL_EPOCHS)`` then runs that epoch again
+taken at epoch end only (EPOCH_STEPS steps each), storing the epoch just finished where a correct
+job stores ``epoch + 1``; ``for epoch in range(start_epoch, TOTAL_EPOCHS)`` then runs that epoch again
 while ``global_step`` keeps counting. Each resume adds one epoch: 240 steps instead of 200.
 
 Verdict: ``spotsim verify`` must FAIL it (final step differs from the reference's).
@@ -32,7 +32,7 @@ def save_checkpoint(store: kit.Store, state: dict, epoch: int, step: int, kind: 
     with open(local_path, "rb") as f:  # then upload the file whole
         data = f.read()
     store.put("checkpoint_latest.npz", data)
-    os.remove(local_path)  # the seed keeps the last two local copies; none are needed here
+    os.remove(local_path)  # such managers keep the last two local copies; none are needed here
     elapsed = time.monotonic() - t0
     kit.emit("checkpoint", step=step, kind=kind, blocking_s=elapsed, persist_s=elapsed, bytes=len(data))
 

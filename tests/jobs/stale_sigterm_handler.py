@@ -1,9 +1,9 @@
 """A job whose SIGTERM handler saves an emergency checkpoint at a stale step: always step 0.
 
-Imitates seed 002's ``train.py``: module-level ``current_epoch = 0`` / ``current_step = 0`` that
+Imitates a common ``train.py`` pattern: module-level ``current_epoch = 0`` / ``current_step = 0`` that
 the training loop never updates (it counts in a local ``global_step``), and
 ``signal.signal(SIGTERM, handle_shutdown)`` where the handler saves the live weights with
-``current_step`` into the single ``latest.npz`` (the seed's ``latest.pt``), then ``sys.exit(0)``.
+``current_step`` into the single ``latest.npz`` (``latest.pt`` in the torch original), then ``sys.exit(0)``.
 It reports that emergency checkpoint truthfully, at step 0. Periodic checkpoints are correct, so
 under SIGKILL alone it resumes bit-exactly; after a SIGTERM it restarts at step 0 from trained
 weights and retrains all of them.
