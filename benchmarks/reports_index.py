@@ -115,10 +115,10 @@ def checkpoint_overhead(reports: Path) -> list[str]:
             _s(r.floor_blocking_s),
             _s(r.async_blocking_s),
             _s(r.async_first_blocking_s),
-            _s(r.seeds_blocking_s),
+            _s(r.upload_blocking_s),
             _s(r.dcp_blocking_s),
             _s(r.spotsim_restore_s),
-            _s(r.seeds_restore_s),
+            _s(r.upload_restore_s),
         ]
         for r in largest.itertuples()
     ]
@@ -136,7 +136,7 @@ def checkpoint_overhead(reports: Path) -> list[str]:
 
 def _checkpoint_targets(r: tuple) -> str:
     floor = f"async blocking ≤ 1.5 × the floor: {_times(r.async_vs_floor)}, {_met(r.async_vs_floor <= 1.5)}"
-    upload = f"≥ 50 × below torch.save then upload: {_times(r.seeds_vs_async)}, {_met(r.seeds_vs_async >= 50)}"
+    upload = f"≥ 50 × below torch.save then upload: {_times(r.upload_vs_async)}, {_met(r.upload_vs_async >= 50)}"
     restore = f"restore ≥ 3 × faster: {_times(r.restore_speedup)}, {_met(r.restore_speedup >= 3)}"
     return f"- `{r.backend}://`: {floor}; {upload}; {restore}."
 
