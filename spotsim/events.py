@@ -347,12 +347,18 @@ def _describe(kind: object) -> str:
     return _VALUES[kind][1]
 
 
-def event_problem(event: object) -> str | None:
+# The fields of a job's event that the harness computes with: a wrong one would skew the figures, so the
+# line is refused. A job's other fields (an attempt number, a checkpoint's size…) are informative only,
+# and a job the harness did not write may spell them its own way.
+JOB_FIELDS_READ = frozenset({"step", "resumed_step", "blocking_s", "persist_s"})
+
+
+def event_problem(event: object, *, fields: frozenset[str] | None = None) -> str | None:
     """Why ``event`` breaks the schema (None when it conforms).
 
     Every event needs a name and a numeric ``t``; a known kind needs its required fields, and every field
-    it declares that is present must hold its declared type. Other fields, and kinds the schema does not
-    know (a job's own events), pass unread.
+    it declares that is present (only those in ``fields``, when given) must hold its declared type. Other
+    fields, and kinds the schema does not know (a job's own events), pass unread.
     """
     if not isinstance(event, dict):
         return "not a JSON object"
@@ -362,17 +368,18 @@ def event_problem(event: object) -> str | None:
     if not _is_number(t):
         return f'{name} event without a numeric "t"'
     for key, (kind, required) in _FIELDS.get(name, {}).items():
-        if (key in event or required) and not _conforms(event.get(key), kind):
+        checked = required or (key in event and (fields is None or key in fields))
+        if checked and not _conforms(event.get(key), kind):
             return f'{name} event whose "{key}" is not {_describe(kind)}: {event.get(key)!r}'
     return None
 
 
 def job_event_problem(event: object) -> str | None:
-    """Why an event a training job wrote breaks the contract (None when it is valid): the schema's
-    reasons, or a harness event's name, which only the harness may write."""
+    """Why an event a training job wrote breaks the contract (None when it is valid): a harness event's
+    name, which only the harness may write, or the schema's reasons for the fields it reads."""
     if isinstance(event, dict) and event.get("event") in HARNESS_EVENTS:
         return f"{event['event']} is a harness event: a job may not write it"
-    return event_problem(event)
+    return event_problem(event, fields=JOB_FIELDS_READ)
 
 
 # -- the writer ---------------------------------------------------------------------------------------------

@@ -28,16 +28,10 @@ from types import FrameType
 from typing import Any, TypeAlias
 
 from spotsim.events import PREEMPTION_APPROVAL, PREEMPTION_NOTICE, REBALANCE_RECOMMENDATION, EventLog
-from spotsim.metadata import aws, gce
-from spotsim.metadata.clients import REAL_BASES, AzureClient, MetadataClient, Notice, client, discover
+from spotsim.metadata.clients import AzureClient, MetadataClient, Notice, client, discover
 
 log = logging.getLogger(__name__)
 
-GCE_METADATA_BASE = REAL_BASES["gce"]
-AWS_METADATA_BASE = REAL_BASES["aws"]
-AZURE_METADATA_BASE = REAL_BASES["azure"]
-GCE_PREEMPTED_PATH = gce.ROOT + gce.PREEMPTED
-AWS_ACTION_PATH = aws.META + aws.INSTANCE_ACTION
 MIN_POLL_REAL_S = 0.02  # at a high K, polls stay this far apart: each one is a request in the run log
 _SignalHandler: TypeAlias = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None  # signal.signal's
 

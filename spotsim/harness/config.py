@@ -114,7 +114,7 @@ class RunConfig:
     @property
     def step_event_real_s(self) -> float:
         """How often the job reports its step: a hundredth of the real interval, so lost work stays exact at any K."""
-        interval = self.real_interval_s
+        interval = self.interval_real_s
         return (
             self.step_event_interval_s
             if interval is None
@@ -122,7 +122,7 @@ class RunConfig:
         )
 
     @property
-    def real_interval_s(self) -> float | None:
+    def interval_real_s(self) -> float | None:
         """The interval of training compute the job sees: the simulated one ÷ K."""
         return None if self.interval_s is None else self.interval_s / self.time_scale
 

@@ -26,6 +26,7 @@ from spotsim.harness.probe import probe_job
 from spotsim.harness.runner import Progress, Supervisor
 from spotsim.harness.save_watch import SaveWatch
 from spotsim.harness.summary import RunSummary, projection_for, run_clock, storage_summary, summarize
+from spotsim.report import plot_timeline
 from spotsim.storage import open_store
 from spotsim.storage.faults import FaultSpec
 
@@ -105,8 +106,6 @@ def run_live(
         summary = replace(summary, projection=projection_for(summary, config))
         written = summary.to_dict()
         (config.out / "summary.json").write_text(json.dumps(written, indent=2) + "\n")
-        from spotsim.report import plot_timeline
-
         title = (
             f"{' '.join(config.command[-3:])} · {config.schedule.describe()} · kill {config.kill}\n"
             f"{config.provider.describe()}"
@@ -138,8 +137,8 @@ def _contract_env(config: RunConfig, uri: str) -> dict[str, str]:
         "SPOTSIM_STEP_EVENT_INTERVAL": repr(config.step_event_real_s),
         "SPOTSIM_TIME_SCALE": repr(config.time_scale),  # K: a job may poll on the simulated clock
     }
-    if config.real_interval_s is not None:
-        env["SPOTSIM_CHECKPOINT_INTERVAL"] = repr(config.real_interval_s)
+    if config.interval_real_s is not None:
+        env["SPOTSIM_CHECKPOINT_INTERVAL"] = repr(config.interval_real_s)
     if config.interval_steps is not None:
         env["SPOTSIM_CHECKPOINT_INTERVAL_STEPS"] = str(config.interval_steps)
     return env

@@ -21,6 +21,11 @@ from spotsim.events import CHECKPOINT, DONE, LAUNCH, START, STEP, job_event_prob
 MAX_QUOTED = 120  # characters of a malformed line kept in its anomaly
 
 
+def _no_constant(name: str) -> None:
+    """NaN and Infinity are not JSON: Python would read them, then fail to write the run log."""
+    raise ValueError(f"{name} is not JSON")
+
+
 class JobEventReader:
     """Follow one attempt's events file as it grows: whole lines only, each checked against the contract."""
 
@@ -48,7 +53,7 @@ class JobEventReader:
             if not line.strip():
                 continue
             try:
-                event = json.loads(line)
+                event = json.loads(line, parse_constant=_no_constant)
                 problem = job_event_problem(event)
             except ValueError:
                 problem = "not JSON"

@@ -202,8 +202,7 @@ def _uninterrupted_s(config: RunConfig, accounting: Accounting) -> float:
     else:
         assert config.interval_steps is not None  # RunConfig asks for one interval or the other
         saves = accounting.final_step // config.interval_steps + 1
-    blocking_per_save = accounting.checkpoint_blocking_s / max(accounting.checkpoints, 1)
-    return (accounting.startup_s or 0.0) + useful + saves * blocking_per_save
+    return (accounting.startup_s or 0.0) + useful + saves * accounting.blocking_per_checkpoint_s
 
 
 def clock_summary(config: RunConfig, phases: dict[str, PhaseTime]) -> ClockSummary:

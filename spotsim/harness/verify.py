@@ -12,7 +12,7 @@ the reference's bit for bit: by default the final checkpoint's tensors, with
 
 Checkpoint interval: given (``interval_s`` real seconds and/or
 ``interval_steps``), or chosen so the reference makes at least two checkpoints
-before its end: the reference runs with :data:`PROBE_INTERVAL_S`, and if that
+before its end: the reference runs with :data:`PROBE_INTERVAL_REAL_S`, and if that
 left fewer than two, once more at a quarter of its measured training time (the
 two uninterrupted runs must then agree, or the job is not deterministic).
 
@@ -56,7 +56,7 @@ from spotsim.preemption.providers import DEFAULT_PROVIDER, PROVIDERS, Provider
 KEEP_EVERY_CHECKPOINT = "1000000"  # so a divergence can be located checkpoint by checkpoint
 # Kinds of state a resume needs, as TorchState/TFState name them; absent ones are reported.
 EXPECTED_PARTS = {"optimizer": "optimizer", "rng": "RNG", "data": "data position"}
-PROBE_INTERVAL_S = 10.0  # real seconds: the reference's first interval when none is given
+PROBE_INTERVAL_REAL_S = 10.0  # real seconds: the reference's first interval when none is given
 MIN_CHECKPOINTS = 2  # in the reference before its final step, so kills can be followed by resumes
 REFERENCE_TIMEOUT_S = 7200.0  # real seconds an uninterrupted reference attempt may take by default
 RUN_TIMEOUT_FACTOR, RUN_TIMEOUT_MIN_S = 3.0, 60.0  # a preempted run's attempts: 3 × the reference, ≥ 60 s
@@ -76,7 +76,7 @@ class VerifyConfig:
     seed: int = 0
     artifact: str | None = None
     bucket: str | None = None
-    interval_s: float | None = None  # real seconds; with interval_steps None too, chosen from the reference
+    interval_s: float | None = None  # simulated (= real without --work); None: from interval_steps or the reference
     interval_steps: int | None = None
     provider: Provider = PROVIDERS[DEFAULT_PROVIDER]
     kill_plans: tuple[str, ...] = ()  # given kill points per run ("120,480:save"), instead of drawn ones
@@ -106,7 +106,7 @@ class VerifyConfig:
         self.run_config(
             "check",
             parse_schedule("poisson", 0),
-            interval_s=PROBE_INTERVAL_S if auto else self.interval_s,
+            interval_s=PROBE_INTERVAL_REAL_S if auto else self.interval_s,
             timeout_s=self.attempt_timeout_s,
         )
 
@@ -247,7 +247,7 @@ def _reference(
     """The reference run, with an interval that gives it checkpoints to resume from; and what it already
     shows: (failures, inconclusive causes)."""
     auto = config.interval_s is None and config.interval_steps is None
-    interval_s = PROBE_INTERVAL_S if auto else config.interval_s
+    interval_s = PROBE_INTERVAL_REAL_S if auto else config.interval_s
     on_run("reference")
     reference = _reference_run(config, "reference", interval_s, buckets, machine)
     if failures := first_attempt_failures(reference.attempts):

@@ -1,4 +1,4 @@
-"""Reference training jobs that follow the harness contract (``design.md``).
+"""Reference training jobs that follow the harness contract (``docs/contract.md``).
 
 Each workload is a module runnable as ``python -m <module> [--steps N] [--seed S]
 [--batch-size B] [--step-sleep SECONDS]``; :func:`command` builds that command

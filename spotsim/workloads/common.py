@@ -104,7 +104,7 @@ def parser(module: str, doc: str, *, steps: int, batch_size: int, max_batch_size
     p = argparse.ArgumentParser(
         prog=f"python -m {module}",
         description=doc.strip().splitlines()[0],
-        epilog="Checkpoints go to $SPOTSIM_CHECKPOINT_URI (required); see spotsim's design.md for the contract.",
+        epilog="Checkpoints go to $SPOTSIM_CHECKPOINT_URI (required); see spotsim's docs/contract.md for the contract.",
     )
     p.add_argument("--steps", type=int_in(1), default=steps, help=f"optimizer steps in all (default {steps})")
     p.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of weights, data order and data")
