@@ -20,7 +20,7 @@ import pandas as pd
 
 from spotsim.cost import load_prices
 from spotsim.preemption import TRACES_DIR, parse_schedule
-from spotsim.sim import Job, simulate, summarize
+from spotsim.sim import Job, interval_rows, simulate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INTERVALS_MIN = [5, 10, 15, 30, 45, 60, 90, 120, 180, 240]
@@ -43,7 +43,7 @@ def main() -> int:
         # A replay is deterministic: one trajectory per interval says it all.
         outcome = simulate(job, intervals, parse_schedule(f"trace:{path}", 0), trials=1)
         name = str(path.relative_to(args.traces))
-        for row in summarize(outcome, job, intervals, machine):
+        for row in interval_rows(outcome, job, intervals, machine):
             rows.append({"trace": name, **row})
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -395,7 +395,7 @@ def simulate(
     from spotsim.cost import load_prices
     from spotsim.durations import parse_duration, parse_durations
     from spotsim.preemption import KillMode, parse_schedule
-    from spotsim.sim import Job, summarize
+    from spotsim.sim import Job, interval_rows
     from spotsim.sim import simulate as run_simulation
     from spotsim.sim.calibration import calibration_from_run
 
@@ -416,7 +416,7 @@ def simulate(
     chosen = load_prices(prices).machine(machine)
     plan = parse_schedule(schedule, preempt_rate, trace_invert=trace_invert)
     outcome = run_simulation(job, taus, plan, trials=trials, seed=seed)
-    rows = summarize(outcome, job, taus, chosen)
+    rows = interval_rows(outcome, job, taus, chosen)
     if as_json:
         print(json.dumps(rows))
         return

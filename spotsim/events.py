@@ -29,6 +29,7 @@ import time
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NewType, NotRequired, TypedDict, Union, cast, get_args, get_origin, get_type_hints
 
@@ -244,8 +245,19 @@ class StopEvent(Event):
     step: NotRequired[Step | None]
 
 
+class Cause(StrEnum):
+    """Why an attempt ended: the ``cause`` of its ``exit`` event (a string on the wire)."""
+
+    DONE = "done"
+    PREEMPTED = "preempted"
+    CRASH = "crash"  # an exit the harness did not cause
+    TIMEOUT = "timeout"  # past --attempt-timeout: counted as a crash
+    STORAGE_OUTAGE = "storage_outage"  # the harness's own bucket died: not the job's fault
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM ended the run
+
+
 class ExitEvent(Event):
-    """The attempt's process exited; ``cause``: done, preempted, crash, timeout, storage_outage or interrupted."""
+    r"""The attempt's process exited, for one of the :class:`Cause`\ s."""
 
     attempt: int
     exit_code: int

@@ -14,7 +14,16 @@ import pytest
 from spotsim.cost import Machine, project
 from spotsim.errors import InvalidOption
 from spotsim.preemption import Sigkill, Sigterm, parse_schedule
-from spotsim.sim import Job, daly_interval, expected_wall_s, optimum, simulate, summarize, sweep_curves, young_interval
+from spotsim.sim import (
+    Job,
+    daly_interval,
+    expected_wall_s,
+    interval_rows,
+    optimum,
+    simulate,
+    sweep_curves,
+    young_interval,
+)
 from spotsim.sim.curves import GRID_POINTS
 
 SPOTSIM = [sys.executable, "-m", "spotsim.cli"]
@@ -174,11 +183,11 @@ def test_a_projection_places_the_live_run_and_finds_the_best_interval():
     assert best["optimum_cost_usd"] <= best["asked_cost_usd"]
 
 
-def test_summarize_prices_the_trajectories_through_the_cost_projection():
+def test_interval_rows_price_the_trajectories_through_the_cost_projection():
     job = Job(work_s=10 * HOUR, checkpoint_s=60, restart_s=120)
     outcome = simulate(job, [HOUR], parse_schedule("poisson", 0.5), trials=500, seed=3)
     machine = Machine("test", on_demand_usd_per_hour=3.0, spot_usd_per_hour=1.0, sources=())
-    [row] = summarize(outcome, job, [HOUR], machine)
+    [row] = interval_rows(outcome, job, [HOUR], machine)
     priced = project(
         machine, billed_hours=outcome.billed_s[0] / 3600, uninterrupted_hours=(job.work_s + 10 * 60) / 3600
     )

@@ -17,11 +17,11 @@ import statistics
 from dataclasses import asdict, dataclass
 
 from spotsim.clock import AttemptClock, RunClock, check_interval_bound
-from spotsim.events import AttemptRecord, CheckpointEvent
+from spotsim.events import AttemptRecord, Cause, CheckpointEvent
 from spotsim.harness.config import RunConfig
 
 WORK_TOLERANCE = 0.10  # the work a run stood for may differ this much from --work before it is said
-INTERRUPTION_CAUSES = ("preempted", "crash", "timeout", "storage_outage")
+INTERRUPTION_CAUSES = (Cause.PREEMPTED, Cause.CRASH, Cause.TIMEOUT, Cause.STORAGE_OUTAGE)
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def account(
     lost_steps = sum(x.lost_steps for x in interruptions if x.lost_steps is not None)
     step_real = step_time_s(attempts)
     step_s = step_real * k if step_real else None
-    completed = bool(attempts) and attempts[-1].cause == "done"
+    completed = bool(attempts) and attempts[-1].cause == Cause.DONE
     final_step = _final_step(attempts, completed)
     steps_computed = sum(a.last_step - a.first_step for a in attempts if a.started)
     restarts = [r for i, a in enumerate(attempts) if i > 0 and (r := overhead(a, clock, i, step_s)) is not None]
@@ -137,10 +137,10 @@ def account(
         completed=completed,
         final_step=final_step,
         attempts=len(attempts),
-        preemptions=causes.count("preempted"),
-        crashes=causes.count("crash") + causes.count("timeout"),
-        storage_outages=causes.count("storage_outage"),
-        timeouts=causes.count("timeout"),
+        preemptions=causes.count(Cause.PREEMPTED),
+        crashes=causes.count(Cause.CRASH) + causes.count(Cause.TIMEOUT),
+        storage_outages=causes.count(Cause.STORAGE_OUTAGE),
+        timeouts=causes.count(Cause.TIMEOUT),
         lost_steps=lost_steps,
         lost_time_s=lost_steps * step_s if step_s else 0.0,
         steps_computed=steps_computed,
@@ -309,7 +309,7 @@ def _interruption(
         started=attempt.started,
         lost_steps=lost,
         notice_to_exit_s=attempt.exit_t - first_signal[0] if first_signal and attempt.exit_t else None,
-        preemption=_how_met(attempt, clock) if attempt.cause == "preempted" else None,
+        preemption=_how_met(attempt, clock) if attempt.cause == Cause.PREEMPTED else None,
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from spotsim.clock import RunClock, Scale, choose_scale
 from spotsim.cost import Machine
 from spotsim.errors import InvalidOption, JobCrashed, SpotsimError
-from spotsim.events import fold_attempts, read_events
+from spotsim.events import Cause, fold_attempts, read_events
 from spotsim.export_plan import LocalMeasurements, MeasuredPreemption, PlannedPreemption
 from spotsim.harness.accounting import PreemptionResponse
 from spotsim.harness.bucket import EmbeddedBucket
@@ -95,7 +95,7 @@ def run_live(
             wall_s = time.monotonic() - started
         events = read_events(config.out / "events.jsonl")
         attempts, clock = fold_attempts(events), run_clock(events, config.clock)
-        interrupted = bool(ends) and ends[-1].cause == "interrupted"
+        interrupted = bool(ends) and ends[-1].cause == Cause.INTERRUPTED
         summary = replace(
             summarize(attempts, clock, config, machine, wall_s=wall_s),
             run_id=run.run_id,
@@ -119,7 +119,7 @@ def run_live(
             time_scale=config.time_scale,
             projection=summary.projection,
         )
-    crash = run.crash if ends and ends[-1].cause in ("crash", "timeout") else None
+    crash = run.crash if ends and ends[-1].cause in (Cause.CRASH, Cause.TIMEOUT) else None
     return RunOutcome(summary, config.out, crash, interrupted, run.gave_up)
 
 

@@ -58,6 +58,7 @@ from spotsim.events import (
     SIGNAL,
     STOP,
     STORAGE_FAULT,
+    Cause,
     EventLog,
 )
 from spotsim.harness.bucket import EmbeddedBucket
@@ -103,7 +104,7 @@ class Eviction:
 @dataclass
 class AttemptEnd:
     attempt: int
-    cause: str  # "done" | "preempted" | "crash" | "timeout" | "storage_outage" | "interrupted"
+    cause: Cause
     exit_code: int
     progressed: bool = True  # whether it computed a step beyond the one it resumed from
 
@@ -163,15 +164,15 @@ class Supervisor:
                 while True:
                     end = self._attempt(attempt)
                     self.ends.append(end)
-                    if end.cause == "done" or self._give_up(end):
+                    if end.cause == Cause.DONE or self._give_up(end):
                         return self.ends
-                    if end.cause != "storage_outage":  # the VM is still there: only the job is relaunched
+                    if end.cause != Cause.STORAGE_OUTAGE:  # the VM is still there: only the job is relaunched
                         self._restart_delay(attempt)
                     attempt += 1
         except KeyboardInterrupt:
             self._emit(INTERRUPTED, attempt=attempt)
             if not self.ends or self.ends[-1].attempt != attempt:
-                self.ends.append(AttemptEnd(attempt, "interrupted", -signal.SIGKILL))
+                self.ends.append(AttemptEnd(attempt, Cause.INTERRUPTED, -signal.SIGKILL))
             return self.ends
         finally:
             self.run_log.close()
@@ -211,14 +212,14 @@ class Supervisor:
             try:
                 end = self._supervise(attempt, process, lifetime)
             except KeyboardInterrupt:
-                interrupted = AttemptEnd(attempt, "interrupted", reap(process))
+                interrupted = AttemptEnd(attempt, Cause.INTERRUPTED, reap(process))
                 self._end_attempt(attempt, process, interrupted)
                 self.ends.append(interrupted)
                 raise
         self._end_attempt(attempt, process, end)
-        if end.cause in ("crash", "timeout"):
+        if end.cause in (Cause.CRASH, Cause.TIMEOUT):
             self.progress.crashes += 1
-            timeout = self.config.attempt_timeout_s if end.cause == "timeout" else None
+            timeout = self.config.attempt_timeout_s if end.cause == Cause.TIMEOUT else None
             self.crash = JobCrashed(attempt, end.exit_code, _tail(stderr_path), timeout_s=timeout)
             log.warning("run %s: %s", self.run_id, self.crash)
         return end
@@ -256,7 +257,7 @@ class Supervisor:
                 self._stop_after_done(attempt, process)
             elif timeout is not None and uptime >= timeout:
                 self._emit(STOP, attempt=attempt, reason="attempt timeout", step=self.tail.last_step)
-                return AttemptEnd(attempt, "timeout", reap(process))
+                return AttemptEnd(attempt, Cause.TIMEOUT, reap(process))
             elif eviction is None and preemption_due(lifetime, uptime, self._progress_of(attempt)):
                 write = self._save_write(lifetime, attempt)
                 if write is not False:
@@ -272,13 +273,13 @@ class Supervisor:
         code = process.returncode
         progressed = self.tail.attempt == attempt and (self.tail.last_step or 0) > (self.tail.resumed_step or 0)
         if self.tail.done_step is not None:
-            return AttemptEnd(attempt, "done", code)
+            return AttemptEnd(attempt, Cause.DONE, code)
         if eviction is not None:  # signalled, or gone on the metadata notice alone
             self.progress.preemptions += 1
-            return AttemptEnd(attempt, "preempted", code, progressed)
+            return AttemptEnd(attempt, Cause.PREEMPTED, code, progressed)
         if self.bucket is not None and self.bucket.overlaps(clock.launch_t, time.time()):
-            return AttemptEnd(attempt, "storage_outage", code, progressed)  # the harness's bucket died, not the job
-        return AttemptEnd(attempt, "crash", code, progressed)
+            return AttemptEnd(attempt, Cause.STORAGE_OUTAGE, code, progressed)  # the harness's bucket died, not the job
+        return AttemptEnd(attempt, Cause.CRASH, code, progressed)
 
     def _poll_real_s(self, lifetime: Lifetime, clock: AttemptClock, eviction: Eviction | None) -> float:
         """Sleep until the next poll, or less when the next step of the preemption falls due sooner
@@ -453,7 +454,7 @@ class Supervisor:
 
     def _give_up(self, end: AttemptEnd) -> bool:
         """After ``--max-crashes`` crashes, or when attempt after attempt dies before computing a step."""
-        if end.cause in ("crash", "timeout"):
+        if end.cause in (Cause.CRASH, Cause.TIMEOUT):
             return self.progress.crashes >= self.config.max_crashes
         self._idle_streak = self._idle_streak + 1 if not end.progressed else 0
         if self._idle_streak >= MAX_IDLE_ATTEMPTS:
@@ -466,7 +467,7 @@ class Supervisor:
 
     def _restart_delay(self, attempt: int) -> None:
         """Wait for the next VM: capacity (a replayed trace's gap, unbilled), then boot (billed)."""
-        capacity = self.lifetimes[attempt].capacity_wait_s if self.ends[-1].cause == "preempted" else 0.0
+        capacity = self.lifetimes[attempt].capacity_wait_s if self.ends[-1].cause == Cause.PREEMPTED else 0.0
         delay = self.config.restart_delay_s
         self._emit(RESTART_DELAY, attempt=attempt, delay_s=delay, capacity_wait_s=capacity)
         self.progress.state = "waiting for a VM"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from spotsim.events import AttemptRecord
+from spotsim.events import AttemptRecord, Cause
 from spotsim.harness.compare import Difference
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
@@ -126,7 +126,7 @@ def observed(attempts: list[AttemptRecord]) -> tuple[list[Kill], list[Resume]]:
             a.kill.get("write"),
         )
         for a in attempts
-        if a.cause == "preempted" and a.kill is not None
+        if a.cause == Cause.PREEMPTED and a.kill is not None
     ]
     resumes = [Resume(a.attempt, a.resumed_step) for a in attempts[1:] if a.started and a.resumed_step]
     return kills, resumes
@@ -146,7 +146,8 @@ def resume_failures(attempts: list[AttemptRecord], reference_final: int | None) 
         if a.checkpoints:
             latest = (a.attempt, a.checkpoints[-1]["step"])
     last = attempts[-1] if attempts else None
-    if reference_final is not None and last is not None and last.cause == "done" and last.done_step != reference_final:
+    finished = last is not None and last.cause == Cause.DONE
+    if reference_final is not None and last is not None and finished and last.done_step != reference_final:
         found.append(
             f"the run ended at step {last.done_step}, the reference at step {reference_final} → a resume repeats or "
             "skips work (e.g. it restarts the epoch it had finished)"

@@ -6,7 +6,7 @@ No framework imports here: ``spotsim optimal`` and ``spotsim simulate`` work wit
 from spotsim.sim.calibration import Calibration, calibration_from_run
 from spotsim.sim.closed_forms import Optimum, daly_interval, expected_wall_s, optimum, waste_fraction, young_interval
 from spotsim.sim.curves import SweepCurves, sweep_curves
-from spotsim.sim.montecarlo import Job, Outcome, check_budget, simulate, summarize
+from spotsim.sim.montecarlo import Job, Outcome, check_budget, interval_rows, simulate
 
 __all__ = [
     "Calibration",
@@ -20,7 +20,7 @@ __all__ = [
     "expected_wall_s",
     "optimum",
     "simulate",
-    "summarize",
+    "interval_rows",
     "sweep_curves",
     "waste_fraction",
     "young_interval",

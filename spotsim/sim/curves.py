@@ -19,7 +19,7 @@ from spotsim.cost import Machine
 from spotsim.preemption import KillMode, parse_schedule
 from spotsim.sim.calibration import Calibration
 from spotsim.sim.closed_forms import daly_interval, young_interval
-from spotsim.sim.montecarlo import simulate, summarize
+from spotsim.sim.montecarlo import interval_rows, simulate
 
 GRID_POINTS = 40  # simulated intervals per curve
 TRIALS = 4000  # trajectories per simulated interval
@@ -30,7 +30,7 @@ class SweepCurves:
     """The simulator calibrated on a sweep: per (rate, kill) a curve, and the closed-form intervals per rate."""
 
     calibration: Calibration
-    rows: list[dict]  # summarize()'s rows, each with its preempt_rate and kill
+    rows: list[dict]  # interval_rows()'s rows, each with its preempt_rate and kill
     young_s: dict[float, float]  # Young's interval per preemption rate > 0, for the calibrated C
     daly_s: dict[float, float]  # Daly's interval per preemption rate > 0, for the calibrated C
 
@@ -53,7 +53,7 @@ def sweep_curves(
         sigkill_fraction = KillMode.parse(kill).sigkill_fraction
         job = calibration.job(restart_delay_s=restart_delay_s, grace_s=grace_s, sigkill_fraction=sigkill_fraction)
         outcome = simulate(job, intervals, parse_schedule("poisson", rate), trials=trials, seed=0)
-        rows += [row | {"preempt_rate": rate, "kill": kill} for row in summarize(outcome, job, intervals, machine)]
+        rows += [row | {"preempt_rate": rate, "kill": kill} for row in interval_rows(outcome, job, intervals, machine)]
     mean_uptimes = {rate: 3600 / rate for rate in sorted({run["preempt_rate"] for run in runs}) if rate > 0}
     return SweepCurves(
         calibration=calibration,

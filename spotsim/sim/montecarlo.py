@@ -285,7 +285,7 @@ def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
     return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))
 
 
-def summarize(outcome: Outcome, job: Job, intervals_s: list[float], machine: Machine) -> list[dict]:
+def interval_rows(outcome: Outcome, job: Job, intervals_s: list[float], machine: Machine) -> list[dict]:
     """One row per interval: means and percentiles of wall time, billing, lost work, cost (priced on ``machine``)."""
     rows = []
     for i, tau in enumerate(intervals_s):
