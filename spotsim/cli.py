@@ -23,6 +23,7 @@ from typer.core import TyperGroup
 from spotsim.cost.prices import DEFAULT_MACHINE
 from spotsim.errors import InvalidOption, SpotsimError
 from spotsim.export_plan import EXPORT_KINDS
+from spotsim.lifeline import sigterm_interrupts
 
 
 class _OneLineErrors(TyperGroup):
@@ -235,7 +236,7 @@ def run(
     export_kind, export_dir = export_plan
     if export_kind and export_kind not in EXPORT_KINDS:
         raise InvalidOption(f"--export-plan: unknown kind {export_kind!r}; choose one of {', '.join(EXPORT_KINDS)}")
-    signal.signal(signal.SIGTERM, _interrupt)  # a kill of the harness ends the job and the emulator too
+    sigterm_interrupts()  # a kill of the harness ends the job and the emulator too
     faults = _storage_faults(storage_faults, bucket)
     outcome = _run_with_progress(config, chosen, bucket, job.total_steps, faults)
     _print_summary(outcome.summary, outcome.out)
@@ -322,7 +323,7 @@ def verify(
         attempt_timeout_s=_duration(attempt_timeout, "--attempt-timeout"),
         local_disk=local_disk,
     )
-    signal.signal(signal.SIGTERM, _interrupt)
+    sigterm_interrupts()
     verdict = run_verify(
         config, load_prices().machine(DEFAULT_MACHINE), on_run=lambda name: console.print(f"running {name}…")
     )
@@ -475,7 +476,7 @@ def sweep(
     )
     total = len(config.grid())
     shown = Console(stderr=True) if as_json else console
-    signal.signal(signal.SIGTERM, _interrupt)  # stops the runs and keeps the finished ones, as Ctrl-C does
+    sigterm_interrupts()  # stops the runs and keeps the finished ones, as Ctrl-C does
     delays = {
         "grace_s": timeline.grace_s,
         "restart_delay_s": parse_duration(restart_delay, "--restart-delay"),
@@ -565,10 +566,6 @@ def _print_simulation(rows: list[dict], job, schedule: str, machine: str, trials
             f"{r['savings_mean']:.1%}",
         )
     console.print(table)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 @dataclass(frozen=True)

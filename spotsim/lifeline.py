@@ -38,6 +38,16 @@ for pgid in groups:
 """
 
 
+def sigterm_interrupts() -> None:
+    """SIGTERM raises KeyboardInterrupt in the main thread, so a killed harness ends its job and keeps a
+    summary, as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child receive ``sig`` when the thread that started it dies.
 

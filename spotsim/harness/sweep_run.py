@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from spotsim.cost import load_prices
 from spotsim.errors import InvalidOption, SpotsimError
 from spotsim.harness.config import RunConfig
 from spotsim.harness.live import RunOutcome, run_live
+from spotsim.lifeline import sigterm_interrupts
 
 RUN_FILE = "run.json"
 
@@ -45,7 +45,7 @@ def read_run(path: Path) -> tuple[RunConfig, str]:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _interrupt)  # the sweep stops a run with SIGTERM: end the job, keep a summary
+    sigterm_interrupts()  # the sweep stops a run with SIGTERM: end the job, keep a summary
     try:
         outcome = run_one(*read_run(Path(argv[0])))
     except SpotsimError as e:
@@ -57,10 +57,6 @@ def main(argv: list[str]) -> int:
     if outcome.interrupted:
         return 130
     return 1 if outcome.crash is not None else 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
