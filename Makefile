@@ -23,7 +23,7 @@ demo: $(STAMP)
 		--grace 30s --restart-delay 2m --seed 3 --out spotsim-run
 
 test: $(STAMP) lint
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest --durations=30
 
 # The fast tier: tests marked neither live nor slow (tests/conftest.py marks them and defines --fast).
 check: $(STAMP)

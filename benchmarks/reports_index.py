@@ -359,6 +359,27 @@ def providers(reports: Path) -> list[str]:
     return lines + ([f"Timelines: {timelines}", ""] if plotted else [])
 
 
+def sweep_ray(reports: Path) -> list[str]:
+    summary = pd.read_csv(reports / "sweep_ray" / "sweep_ray_summary.csv").set_index("pool")
+    local, ray = summary.loc["local"], summary.loc["ray"]
+    runs = int(pd.read_csv(reports / "sweep_ray" / "sweep_ray.csv").runs.iloc[0])
+    rows = [
+        [pool, _s(r.sweep_wall_s), _times(r.sweep_vs_local), _s(r.run_wall_s_mean)]
+        for pool, r in (("local pool", local), ("`--ray local`", ray))
+    ]
+    lines = _machine(reports, "sweep_ray/sweep_ray")
+    lines += [f"Medians of {int(local.repeats)} interleaved repeats of a {runs}-run sweep.", ""]
+    lines += _table(["", "whole sweep", "vs local (per pair)", "one run (mean)"], rows)
+    return lines + [
+        f"Ray adds {_s(ray.extra_s)} per sweep here (each repeat's pair: {_s(ray.extra_s_min)} to "
+        f"{_s(ray.extra_s_max)}); a bare Ray runtime starts and stops in {_s(ray.ray_start_stop_s)}, its import "
+        "included. On one machine Ray runs no more runs at a time than the local pool (one per core), so it cannot "
+        "win: what it buys is other machines. Same rows in the columns the seeds decide: "
+        f"{'yes' if bool(ray.same_rows) else '**no**'}.",
+        "",
+    ]
+
+
 BENCHMARKS = (
     Benchmark(
         "checkpoint-overhead",
@@ -462,6 +483,17 @@ BENCHMARKS = (
         "watch the metadata server with `PreemptionWatcher`.",
         ("providers.csv",),
         providers,
+    ),
+    Benchmark(
+        "sweep-ray",
+        "A sweep on Ray against the local pool",
+        ("python benchmarks/sweep_ray.py",),
+        "The same 4-run `spotsim sweep` of the light test job, end to end, through the local pool (one run per core) "
+        "and as Ray tasks on a runtime the command starts and stops (`--ray local`), repeats interleaved. "
+        "[docs/ray.md](../docs/ray.md) says how to run a sweep on a Ray cluster.",
+        ("sweep_ray/sweep_ray_summary.csv", "sweep_ray/sweep_ray.csv"),
+        sweep_ray,
+        plots=("sweep_ray/sweep_ray.png",),
     ),
 )
 

@@ -147,6 +147,13 @@ def storage_demo(
     run_demo(console, size_mib=size_mib, root=root)
 
 
+NODES = typer.Option(
+    1,
+    help="VMs of a data-parallel group: N torchrun agents joined by c10d rendezvous, each preempted on its own "
+    "(the job must be a torchrun command; spotsim supplies the rendezvous).",
+)
+
+
 @app.command(context_settings=TAKES_A_COMMAND)
 def run(
     ctx: typer.Context,
@@ -198,6 +205,7 @@ def run(
         None, help="Stop an attempt running longer than this (simulated) and count it as a crash."
     ),
     local_disk: str = LOCAL_DISK,
+    nodes: int = NODES,
     machine: str = typer.Option(DEFAULT_MACHINE, help="Price-table row(s), e.g. gcp-n1-standard-8+gcp-t4."),
     prices: Path | None = typer.Option(None, help="CSV price table replacing the shipped one."),
     export_plan: tuple[str, str] = typer.Option(
@@ -232,6 +240,7 @@ def run(
         max_crashes=max_crashes,
         local_disk=local_disk,
         attempt_timeout_s=_duration(attempt_timeout, "--attempt-timeout"),
+        nodes=nodes,
     )
     export_kind, export_dir = export_plan
     if export_kind and export_kind not in EXPORT_KINDS:
@@ -285,6 +294,7 @@ def verify(
         None, help="Stop an attempt running longer than this [reference: 2 h; runs: 3 × the reference, ≥ 60 s]."
     ),
     local_disk: str = LOCAL_DISK,
+    nodes: int = NODES,
     artifact: str | None = typer.Option(
         None, help="Compare this file under SPOTSIM_OUTPUT_DIR instead of the final checkpoint."
     ),
@@ -322,6 +332,7 @@ def verify(
         kill_plans=(kill_steps,) if kill_steps else (),
         attempt_timeout_s=_duration(attempt_timeout, "--attempt-timeout"),
         local_disk=local_disk,
+        nodes=nodes,
     )
     sigterm_interrupts()
     verdict = run_verify(
@@ -385,6 +396,12 @@ def simulate(
     trace_invert: bool = typer.Option(False, help="Read trace values as 1 = preempted."),
     kill: str = typer.Option("sigkill", help="sigkill | sigterm | mixed:P"),
     grace: str = typer.Option("30s", help="Notice before the SIGKILL, for sigterm preemptions."),
+    nodes: int = typer.Option(
+        1, help="VMs of a data-parallel job, each preempted on its own; R is then the group's rendezvous and restore."
+    ),
+    elastic: bool = typer.Option(
+        False, help="With --nodes: compute on the VMs that are up (torchrun --nnodes=1:N) instead of waiting for all."
+    ),
     trials: int = typer.Option(10_000, help="Trajectories per interval."),
     seed: int = typer.Option(0),
     calibrate: Path | None = typer.Option(None, help="A `spotsim run` output dir: take step time, C and R from it."),
@@ -413,6 +430,8 @@ def simulate(
         step_s=parse_duration(step_time, "--step-time") if step_time else measured.get("step", 1.0),
         grace_s=parse_duration(grace, "--grace"),
         sigkill_fraction=kill_mode.sigkill_fraction,
+        nodes=nodes,
+        elastic=elastic,
     )
     chosen = load_prices(prices).machine(machine)
     plan = parse_schedule(schedule, preempt_rate, trace_invert=trace_invert)
@@ -443,12 +462,22 @@ def sweep(
     rebalance_lead: str | None = REBALANCE_LEAD,
     restart_delay: str = typer.Option("0", help="Time to get a new VM, simulated."),
     machine: str = typer.Option(DEFAULT_MACHINE, help="Price-table row(s)."),
-    parallel: int = typer.Option(os.cpu_count() or 1, help="Runs at a time [number of cores]."),
+    parallel: int | None = typer.Option(None, help="Runs at a time on this machine [number of cores]; not with --ray."),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help="Each run a Ray task: local (a Ray runtime started here), auto (this node's cluster) or HOST:PORT "
+        "(a cluster's GCS address); needs pip install 'spotsim[ray]'.",
+    ),
+    nodes: int = NODES,
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("spotsim-sweep"), help="Runs, sweep.csv/.parquet, plots and report.md."),
     as_json: bool = typer.Option(False, "--json", help="Print the table's rows as JSON (progress goes to stderr)."),
 ) -> None:
     """Live runs over intervals × rates × kill modes, against the simulator calibrated on them."""
+    from contextlib import nullcontext
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from spotsim.durations import parse_duration, parse_durations
@@ -458,6 +487,11 @@ def sweep(
     from spotsim.sim.curves import sweep_curves
     from spotsim.workloads import command as command_for
 
+    if ray_address is not None and parallel is not None:
+        raise InvalidOption(
+            "give --ray or --parallel, not both: with --ray each run is a task that reserves its cores, and the "
+            "cluster's cores decide how many run at a time"
+        )
     job = _job(ctx.args, workload, steps, command_for)
     timeline = _provider(provider, notice, grace, rebalance_lead)
     config = SweepConfig(
@@ -471,15 +505,28 @@ def sweep(
         restart_delay_s=parse_duration(restart_delay, "--restart-delay"),
         **_clock_options(work, time_scale, job),
         machine=machine,
-        parallel=parallel,
+        parallel=parallel if parallel is not None else os.cpu_count() or 1,
         seed=seed,
+        nodes=nodes,
     )
+    pool = None
+    if ray_address is not None:  # refused here, before anything is written, if Ray or the cluster is missing
+        from rich.markup import escape
+
+        from spotsim.harness.ray_pool import RayPool
+
+        warnings = Console(stderr=True)
+        pool = RayPool(
+            ray_address,
+            warn=lambda line: warnings.print(f"[yellow]warning[/yellow]: {escape(line)}", soft_wrap=True),
+        )
     total = len(config.grid())
     shown = Console(stderr=True) if as_json else console
     sigterm_interrupts()  # stops the runs and keeps the finished ones, as Ctrl-C does
     delays = {
         "grace_s": timeline.grace_s,
         "restart_delay_s": parse_duration(restart_delay, "--restart-delay"),
+        "nodes": nodes,
     }
     with out_dir(config.out):
         if config.needs_scale:  # measured once, before the runs, so that every run shares one K
@@ -488,9 +535,9 @@ def sweep(
             Console(stderr=True).print(f"clock: {config.scale.note}", highlight=False)
         bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=shown)
         try:
-            with bar:
+            with pool or nullcontext(), bar:  # a Ray pool connects first: a cluster not there is one line, no bar
                 task = bar.add_task("live runs", total=total)
-                table = run_sweep(config, on_done=lambda point, summary: bar.advance(task))
+                table = run_sweep(config, pool=pool, on_done=lambda point, summary: bar.advance(task))
         except KeyboardInterrupt:
             shown.print(f"interrupted: the runs that finished are in {config.out / 'sweep.csv'}")
             raise
@@ -537,9 +584,10 @@ def _mtbf_s(mtbf: str | None, rate: float | None) -> float:
 def _print_simulation(rows: list[dict], job, schedule: str, machine: str, trials: int) -> None:
     from rich.table import Table
 
+    group = f"{job.nodes} nodes{' (elastic)' if job.elastic else ''}, cost for all" if job.nodes > 1 else "1 node"
     title = (
         f"{job.work_s / 3600:g} h of work, C = {job.checkpoint_s:g} s, R = {job.restart_s:g} s, {schedule}, "
-        f"{trials:,} trials per interval, {machine}"
+        f"{group}, {trials:,} trials per interval, {machine}"
     )
     table = Table(title=title)
     columns = [
@@ -785,11 +833,12 @@ def _print_summary(summary, out: Path) -> None:
         ("checkpoint overhead", f"{run.checkpoint_overhead:.3%}"),
         ("start-up / restart overhead R", f"{_seconds(run.startup_s)} / {_seconds(run.restart_overhead_s)}"),
         ("wall: simulated / real", f"{run.sim_hours:,.2f} h / {run.wall_s:.1f} s"),
-        (f"spot cost ({cost.machine})", f"${cost.spot_cost_usd:,.2f}"),
+        (f"spot cost ({_nodes_of(cost.nodes)}{cost.machine})", f"${cost.spot_cost_usd:,.2f}"),
         ("on-demand cost, uninterrupted", f"${cost.on_demand_cost_usd:,.2f}"),
         ("savings", f"{cost.savings:.1%}"),
         ("clock: real → simulated", _phases(summary.clock.phases)),
     ]
+    rows += _node_rows(summary.nodes)
     rows += _notice_rows(summary.interruptions)
     rows += _storage_rows(summary.storage)
     rows += [("[yellow]warning[/yellow]", text) for text in run.warnings]
@@ -801,6 +850,21 @@ def _print_summary(summary, out: Path) -> None:
     for line in projection_lines(projection) + projection.get("notes", []):
         console.print(line, highlight=False)
     console.print(f"wrote {out / 'summary.json'}, {out / 'events.jsonl'}, {out / 'timeline.png'}")
+
+
+def _nodes_of(nodes: int) -> str:
+    return f"{nodes} nodes × " if nodes > 1 else ""
+
+
+def _node_rows(nodes) -> list[tuple[str, str]]:
+    """A ``--nodes`` run: each node's VMs, preemptions, the group's lost steps it caused, its bill."""
+    return [
+        (
+            f"node {n.node}: VMs / preemptions / crashes",
+            f"{n.vms} / {n.preemptions} / {n.crashes} · lost {n.lost_steps:,} steps · {n.billed_hours:,.3f} h billed",
+        )
+        for n in nodes
+    ]
 
 
 def _phases(phases: dict) -> str:

@@ -67,6 +67,8 @@ STOP = "stop"
 EXIT = "exit"
 RESTART_DELAY = "restart_delay"
 INTERRUPTED = "interrupted"
+NODE_LAUNCH = "node_launch"  # --nodes runs: one node's VM started
+NODE_EXIT = "node_exit"  # --nodes runs: one node's VM is gone
 
 
 class Event(TypedDict):
@@ -156,6 +158,7 @@ class RunEvent(Event):
     run_id: str
     command: list[str]
     time_scale: float
+    nodes: NotRequired[int]  # the group's size in a --nodes run
 
 
 class LaunchEvent(Event):
@@ -186,6 +189,7 @@ class NoticeEvent(Event):
     notice_s: SimSeconds
     deadline_t: UnixTime  # when the SIGTERM is due
     step: Step | None
+    node: NotRequired[int]  # --nodes runs: the node it concerns
 
 
 class SignalEvent(Event):
@@ -197,6 +201,7 @@ class SignalEvent(Event):
     in_save: bool
     write: NotRequired[str]
     approved: NotRequired[bool]
+    node: NotRequired[int]  # --nodes runs: the node it concerns
 
 
 class MetadataRequestEvent(Event):
@@ -208,6 +213,7 @@ class MetadataRequestEvent(Event):
     path: str
     status: int
     notice: bool
+    node: NotRequired[int]  # --nodes runs: the node it concerns
 
 
 class StorageFaultEvent(Event):
@@ -235,6 +241,7 @@ class MalformedEvent(Event):
 
     attempt: int
     problem: str
+    node: NotRequired[int]  # --nodes runs: the node it concerns
 
 
 class StopEvent(Event):
@@ -243,6 +250,7 @@ class StopEvent(Event):
     attempt: int
     reason: str
     step: NotRequired[Step | None]
+    node: NotRequired[int]  # --nodes runs: the node it concerns
 
 
 class Cause(StrEnum):
@@ -262,6 +270,7 @@ class ExitEvent(Event):
     attempt: int
     exit_code: int
     cause: str
+    node: NotRequired[int]  # --nodes runs: the node it concerns
 
 
 class RestartDelayEvent(Event):
@@ -270,6 +279,27 @@ class RestartDelayEvent(Event):
     attempt: int
     delay_s: SimSeconds
     capacity_wait_s: SimSeconds
+
+
+class NodeLaunchEvent(Event):
+    """A ``--nodes`` run started a VM for one node: its index, the node's VM count, its drawn lifetime."""
+
+    node: int
+    vm: int
+    attempt: int
+    preempt_at_s: SimSeconds | None
+    capacity_wait_s: SimSeconds  # the wait for capacity before it (unbilled)
+    hard_stop: bool
+
+
+class NodeExitEvent(Event):
+    r"""One node's VM is gone, for one of the :class:`Cause`\ s."""
+
+    node: int
+    vm: int
+    attempt: int
+    exit_code: int
+    cause: str
 
 
 class InterruptedEvent(Event):
@@ -303,6 +333,8 @@ HARNESS_EVENTS: dict[str, type[Event]] = {
     EXIT: ExitEvent,
     RESTART_DELAY: RestartDelayEvent,
     INTERRUPTED: InterruptedEvent,
+    NODE_LAUNCH: NodeLaunchEvent,
+    NODE_EXIT: NodeExitEvent,
 }
 SCHEMA: dict[str, type[Event]] = JOB_EVENTS | HARNESS_EVENTS
 
@@ -418,13 +450,15 @@ class EventLog:
 
     @classmethod
     def from_env(cls) -> EventLog | None:
-        """The log named by ``SPOTSIM_EVENTS``, or None when the variable is unset.
+        """The log named by ``SPOTSIM_EVENTS``, or None when the variable is unset or this
+        process is a ``torchrun`` worker other than global rank 0 (``RANK`` set and not 0):
+        every worker inherits the variable, and only rank 0 speaks for the job.
 
         ``SPOTSIM_STEP_EVENT_INTERVAL`` (seconds, default 1) sets the step throttle;
         the harness lowers it so lost work is measured to the step.
         """
         path = os.environ.get("SPOTSIM_EVENTS")
-        if not path:
+        if not path or os.environ.get("RANK", "0") != "0":
             return None
         try:
             interval = max(0.0, float(os.environ.get("SPOTSIM_STEP_EVENT_INTERVAL", "1.0")))
@@ -505,6 +539,7 @@ class AttemptRecord:
     done_step: int | None = None
     delay_sim_s: float = 0.0  # the restart delay after this attempt
     capacity_wait_sim_s: float = 0.0  # a replayed trace's capacity wait after this attempt
+    node: int | None = None  # a --nodes run: the node whose loss ended this attempt of the group
 
     @property
     def first_step(self) -> int:
@@ -580,10 +615,37 @@ def fold_attempts(events: Iterable[dict]) -> list[AttemptRecord]:
     return attempts
 
 
+@dataclass
+class NodeVMRecord:
+    """One VM of one node in a ``--nodes`` run, from its ``node_launch`` to its ``node_exit``."""
+
+    node: int
+    vm: int
+    launch_t: float
+    preempt_at_sim_s: float | None
+    capacity_wait_sim_s: float  # the wait for capacity before it (unbilled)
+    exit_t: float | None = None
+    exit_code: int | None = None
+    cause: str | None = None
+
+
+def fold_nodes(events: Iterable[dict]) -> list[NodeVMRecord]:
+    """The node VMs a ``--nodes`` run log describes, in launch order (none for a single-node run)."""
+    vms: dict[tuple[int, int], NodeVMRecord] = {}
+    for e in events:
+        if e["event"] == NODE_LAUNCH:
+            key = (int(e["node"]), int(e["vm"]))
+            vms[key] = NodeVMRecord(*key, float(e["t"]), e.get("preempt_at_s"), float(e.get("capacity_wait_s") or 0))
+        elif e["event"] == NODE_EXIT and (vm := vms.get((int(e["node"]), int(e["vm"])))) is not None:
+            vm.exit_t, vm.exit_code, vm.cause = float(e["t"]), e.get("exit_code"), e.get("cause")
+    return list(vms.values())
+
+
 def _apply(current: AttemptRecord, kind: str, t: float, e: dict) -> None:
     """One event of the attempt under way."""
     if kind == EXIT:
         current.exit_t, current.exit_code, current.cause = t, e.get("exit_code"), e.get("cause")
+        current.node = e.get("node")
     elif kind == SIGNAL:
         current.signals.append((t, e.get("signal", "?")))
         current.kill = current.kill or e

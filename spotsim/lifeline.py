@@ -15,6 +15,7 @@ Elsewhere than Linux, :func:`die_with_parent` does nothing and the reaper still 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -99,3 +100,46 @@ class Reaper:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def process_tree(root: int) -> list[int]:
+    """Every live process below ``root`` (children, grandchildren…), from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    if not os.path.isdir("/proc"):
+        return []  # no procfs: only the process group is signalled
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])  # the name in parentheses may hold spaces
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"  # a zombie has exited
+
+
+def signal_tree(pid: int, sig: int) -> None:
+    """Signal a process group and every process below its leader, even those in sessions of their own
+    (torchrun's workers): a VM's shutdown reaches them all."""
+    below = process_tree(pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    for child in below:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, sig)

@@ -25,6 +25,7 @@ from spotsim.events import (
     EventLog,
     event_problem,
     fold_attempts,
+    fold_nodes,
     job_event_problem,
     read_run_log,
 )
@@ -56,6 +57,8 @@ WIRE_NAMES = {
     "EXIT": "exit",
     "RESTART_DELAY": "restart_delay",
     "INTERRUPTED": "interrupted",
+    "NODE_LAUNCH": "node_launch",
+    "NODE_EXIT": "node_exit",
 }
 
 # One event of each kind, with the fields its writer puts in it.
@@ -144,6 +147,16 @@ HARNESS_WRITTEN = [
     {"event": "exit", "attempt": 0, "exit_code": -9, "cause": "preempted"},
     {"event": "restart_delay", "attempt": 0, "delay_s": 60.0, "capacity_wait_s": 0.0},
     {"event": "interrupted", "attempt": 2},
+    {
+        "event": "node_launch",
+        "node": 1,
+        "vm": 2,
+        "attempt": 3,
+        "preempt_at_s": 900.0,
+        "capacity_wait_s": 0.0,
+        "hard_stop": False,
+    },
+    {"event": "node_exit", "node": 1, "vm": 2, "attempt": 3, "exit_code": -9, "cause": "preempted"},
 ]
 
 
@@ -274,3 +287,37 @@ def test_the_writer_and_the_reader_round_trip(tmp_path):
         f.write("not json\n")  # a torn or foreign line is skipped, not fatal
     assert read_run_log(path) == fold_attempts(LOG)
     assert all(isinstance(a, AttemptRecord) for a in read_run_log(path))
+
+
+def test_the_node_fold_pairs_each_vms_launch_with_its_exit():
+    log = [
+        {"t": 1.0, "event": "node_launch", "node": 0, "vm": 0, "preempt_at_s": 5.0, "capacity_wait_s": 0},
+        {
+            "t": 1.0,
+            "event": "node_launch",
+            "node": 1,
+            "vm": 0,
+            "attempt": 0,
+            "preempt_at_s": None,
+            "capacity_wait_s": 0,
+        },
+        {"t": 6.0, "event": "node_exit", "node": 0, "vm": 0, "exit_code": -9, "cause": "preempted"},
+        {
+            "t": 7.0,
+            "event": "node_launch",
+            "node": 0,
+            "vm": 1,
+            "attempt": 1,
+            "preempt_at_s": None,
+            "capacity_wait_s": 2,
+        },
+        {"t": 9.0, "event": "node_exit", "node": 1, "vm": 0, "exit_code": 0, "cause": "done"},
+    ]
+    vms = fold_nodes(log)
+    assert [(v.node, v.vm, v.launch_t, v.exit_t, v.cause) for v in vms] == [
+        (0, 0, 1.0, 6.0, "preempted"),
+        (1, 0, 1.0, 9.0, "done"),
+        (0, 1, 7.0, None, None),
+    ]
+    assert vms[0].preempt_at_sim_s == 5.0 and vms[2].capacity_wait_sim_s == 2.0
+    assert fold_nodes(JOB_WRITTEN) == [], "a single-node run has no node VMs"

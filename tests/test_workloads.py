@@ -206,6 +206,7 @@ def test_checkpoint_of_another_size_is_one_line_and_kept(tmp_path, processes):
         ("torch_cnn", ["--batch-size", "5000"]),  # more than the 1,500 training digits
         ("torch_cnn", ["--step-sleep", "nan"]),
         ("torch_mlp", ["--hidden", "8", "--checkpoint-mib", "10"]),
+        ("torch_ddp", ["--batch-size", "0"]),
     ],
 )
 def test_bad_arguments_are_argparse_errors(module, args, capsys):
@@ -298,6 +299,15 @@ def test_unknown_workload_names_the_known_ones():
 def test_command_runs_the_module_with_this_python():
     expected = [sys.executable, "-m", "spotsim.workloads.torch_cnn", "--steps", "5"]
     assert command("torch-cnn", ["--steps", "5"]) == expected
+
+
+def test_torch_ddp_runs_under_torchrun_on_one_node():
+    """The harness swaps ``--standalone`` for rendezvous arguments in multi-node runs: the shape is fixed."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1"]
+    expected = [*launcher, "-m", "spotsim.workloads.torch_ddp", "--steps", "5"]
+    assert command("torch-ddp", ["--steps", "5"]) == expected
+    assert WORKLOADS["torch-ddp"].launcher == "torchrun"
+    assert all(w.launcher is None for name, w in WORKLOADS.items() if name != "torch-ddp")
 
 
 def test_registry_imports_no_framework():

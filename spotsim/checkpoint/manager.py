@@ -11,6 +11,10 @@ what happened is reported to one :class:`~spotsim.checkpoint.telemetry.Checkpoin
 
 When the bucket fails, training goes on: see :class:`CheckpointManager` for
 which saves are skipped (``checkpoint_failed`` events) and which raise.
+
+With ``collective=`` the ranks of a data-parallel job save together: each
+uploads its share of the objects and a marker, and rank 0 commits the one
+manifest once every marker is there (:mod:`spotsim.checkpoint.distributed`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from spotsim.checkpoint import tree
+from spotsim.checkpoint import distributed, tree
+from spotsim.checkpoint.distributed import Collective, ShardMarker
 from spotsim.checkpoint.manifest import (
     KINDS,
     LAYOUTS,
@@ -62,7 +67,7 @@ class SaveStats:
     blocking_s: float
     persist_s: float
     bytes: int
-    committed: bool
+    committed: bool  # on ranks other than 0 of a distributed save: False, as rank 0 commits
     retries: int = 0  # transient store failures retried during this save
 
 
@@ -83,6 +88,7 @@ class _PendingSave:
 
     step: int
     kind: str
+    save_id: str  # names this save's objects; agreed by every rank of a distributed save
     packed: tree.Packed
     metadata: dict
     snapshot_s: float  # the time the snapshot held the caller
@@ -110,6 +116,9 @@ class CheckpointManager:
         store_options: passed to :func:`spotsim.storage.open_store`.
         save_deadline_s: how long one save may keep retrying a failing bucket, from the start
             of its persist (None: as the store's own policy allows, a minute per request).
+        collective: the ranks of a data-parallel job, to save together (see below); None: one process.
+        commit_timeout_s: distributed only: how long rank 0 waits, once its own objects are
+            uploaded, for the other ranks' markers before the save fails.
 
     When the bucket fails: the store retries transient failures (429, 5xx, resets), and the
     ``checkpoint`` event counts them in ``retries``. A *periodic* save the bucket still refuses
@@ -122,6 +131,18 @@ class CheckpointManager:
     bounds it too). Errors other than the bucket being unreachable (a refusal, a full disk)
     raise for every kind. A failed save deletes nothing: retention runs only after a commit,
     and a payload without its manifest is never restored.
+
+    Distributed mode (``collective``), for jobs whose state is the same on every rank (DDP):
+    every rank calls :meth:`save` at the same step and snapshots the full state; the ranks
+    agree on a save id (in :meth:`save`, the caller's thread), each uploads its share of the
+    objects and, other than rank 0, a marker; rank 0 polls the store for the markers for up
+    to ``commit_timeout_s``, then commits, or fails the save as above (a
+    :class:`~spotsim.checkpoint.distributed.ShardsNotDurable` naming the missing ranks).
+    Only rank 0 reports to the run log (other ranks' default listener is silent) and runs
+    retention. A save in flight is always waited for, never skipped (skipping on one rank
+    alone would break the collective). Every rank restores the full state, so a checkpoint
+    restores at any world size; the restored metadata holds the ``world_size`` it was
+    written at.
     """
 
     def __init__(
@@ -138,8 +159,11 @@ class CheckpointManager:
         store_options: dict | None = None,
         save_deadline_s: float | None = 30.0,
         listener: CheckpointListener | None = None,
+        collective: Collective | None = None,
+        commit_timeout_s: float = 30.0,
     ) -> None:
         _check_options(keep, layout, save_deadline_s)
+        _check_collective(collective, commit_timeout_s)
         self.interval = SaveInterval(seconds=interval_s, steps=interval_steps)
         self.save_deadline_s = save_deadline_s
         self.keep = keep
@@ -147,7 +171,12 @@ class CheckpointManager:
         self.layout = layout
         self.framework = framework
         self.store: Store = open_store(uri, **(store_options or {}))
-        self.listener = listener if listener is not None else _default_listener(events)
+        self.collective = collective
+        self.commit_timeout_s = commit_timeout_s
+        self._commits = collective is None or collective.rank == 0  # and so reports, and runs retention
+        if listener is None:
+            listener = _default_listener(events) if self._commits else CheckpointListener()
+        self.listener = listener
         self.saves: list[SaveStats] = []
         self.failures: list[SaveFailure] = []
         self._persist_thread: threading.Thread | None = None
@@ -222,11 +251,12 @@ class CheckpointManager:
         self.listener.step_completed(step, force=True)
         if synchronous:  # the loop is held until its checkpoint event: the harness's clock runs at 1× meanwhile
             self.listener.checkpoint_started(step, kind)
-        if kind == "periodic" and (stuck := self._retrying_step()) is not None:
+        if kind == "periodic" and self.collective is None and (stuck := self._retrying_step()) is not None:
             self._last_save_time, self._last_save_step = time.monotonic(), step  # the next one is due an interval on
             self._fail(step, kind, f"the save of step {stuck} is still retrying a failing store", 0, skipped=True)
             return
         self.wait()  # at most one persist in flight; waiting for it is blocking time
+        save_id = self._agree_save_id()
         if isinstance(state, tree.TrainingState):
             state = state.state_dict()
         packed = tree.pack(state, archive=self.layout == "archive", recycle=self._spare_buffers)
@@ -236,6 +266,7 @@ class CheckpointManager:
         pending = _PendingSave(
             step=step,
             kind=kind,
+            save_id=save_id,
             packed=packed,
             metadata=dict(metadata or {}),
             snapshot_s=snapshot_s,
@@ -276,6 +307,13 @@ class CheckpointManager:
         self.wait()
         self.listener.step_completed(step, force=True)
         self.listener.done(step)
+
+    def _agree_save_id(self) -> str:
+        """A fresh save id; in distributed mode rank 0's, broadcast here, never from the persist thread."""
+        save_id = uuid.uuid4().hex[:12]
+        if self.collective is None:
+            return save_id
+        return distributed.check_save_id(self.collective.broadcast_save_id(save_id))
 
     def _announce_start(self, resumed_step: int | None) -> None:
         """The contract's ``start`` event, once per process: on the first restore or save."""
@@ -341,6 +379,12 @@ class CheckpointManager:
             self.saves.append(SaveStats(step, kind, pending.blocking_s(), 0.0, 0, False))
             return
         manifest = self._upload(pending)
+        if not self._commits:  # rank 0 commits once this rank's marker says its shards are durable
+            self._publish_marker(pending, manifest)
+            self.saves.append(self._share_stats(pending, manifest, time.perf_counter() - start))
+            return
+        if self.collective is not None:
+            manifest = self._gather_shards(pending, manifest)
         committed = self.store.create_if_absent(manifest_key(step), manifest.to_json())  # the commit point
         if not committed:
             log.warning("another save committed step %d first; discarding this one", step)
@@ -363,10 +407,13 @@ class CheckpointManager:
         self.saves.append(replace(at_commit, blocking_s=pending.blocking_s()))
 
     def _upload(self, pending: _PendingSave) -> Manifest:
-        """Upload the payload objects under a fresh save id; return the manifest that would commit them."""
-        save_id = uuid.uuid4().hex[:12]
+        """Upload this process's payload objects (its share, in distributed mode) under the save id;
+        return the manifest that would commit them."""
+        save_id, world = pending.save_id, self.collective
         entries = {}
-        for name, data in pending.packed.objects.items():
+        for index, (name, data) in enumerate(pending.packed.objects.items()):
+            if world is not None and index % world.world_size != world.rank:
+                continue  # another rank's share
             self.store.put_bytes(f"{step_prefix(pending.step)}{save_id}/{name}", data)
             entries[f"{save_id}/{name}"] = ObjectEntry(len(data), to_b64(crc32c_of(data)))
         return Manifest(
@@ -378,6 +425,48 @@ class CheckpointManager:
             spotsim_version=__version__,
             objects=entries,
             metadata=pending.metadata,
+            world_size=world.world_size if world is not None else None,
+        )
+
+    def _publish_marker(self, pending: _PendingSave, manifest: Manifest) -> None:
+        """Say which objects this rank made durable: the marker rank 0 waits for."""
+        assert self.collective is not None
+        rank, world = self.collective.rank, self.collective.world_size
+        marker = ShardMarker(pending.step, pending.save_id, rank, world, manifest.objects)
+        self.store.put_bytes(marker.key, marker.to_json())
+
+    def _gather_shards(self, pending: _PendingSave, own: Manifest) -> Manifest:
+        """Rank 0: wait for every other rank's marker; return the manifest listing all their objects.
+
+        Raises:
+            ShardsNotDurable: a marker did not come within ``commit_timeout_s``.
+            CorruptCheckpoint: a marker lists other objects or sizes than this snapshot has.
+        """
+        assert self.collective is not None
+        step, save_id, world = pending.step, pending.save_id, self.collective.world_size
+        markers = distributed.wait_for_markers(self.store, step, save_id, world, timeout_s=self.commit_timeout_s)
+        sizes = {f"{save_id}/{name}": len(data) for name, data in pending.packed.objects.items()}
+        expected = distributed.shares(sizes, world)  # every rank packed the same state: the same objects
+        objects = dict(own.objects)
+        for rank, marker in sorted(markers.items()):
+            if {name: entry.size for name, entry in marker.objects.items()} != expected[rank]:
+                raise CorruptCheckpoint(
+                    f"rank {rank}'s shards of step {pending.step} differ from rank 0's snapshot (is the state "
+                    "the same on every rank?)"
+                )
+            objects |= marker.objects
+        return replace(own, objects=objects)
+
+    def _share_stats(self, pending: _PendingSave, share: Manifest, persist_s: float) -> SaveStats:
+        """What a rank other than 0 did for a distributed save: its share, not committed by it."""
+        return SaveStats(
+            step=pending.step,
+            kind=pending.kind,
+            blocking_s=pending.blocking_s(),
+            persist_s=persist_s,
+            bytes=sum(entry.size for entry in share.objects.values()),
+            committed=False,
+            retries=self._store_retries() - pending.retries_before,
         )
 
     # -- restore ------------------------------------------------------------
@@ -415,7 +504,10 @@ class CheckpointManager:
             if len(data) != entry.size or to_b64(crc32c_of(data)) != entry.crc32c:
                 raise CorruptCheckpoint(f"object {name} of step {step} fails its size or crc32c check")
             objects[name.split("/", 1)[1]] = data
-        return Restored(step, tree.unpack(objects), manifest.metadata)
+        metadata = manifest.metadata
+        if manifest.world_size is not None:  # written by several ranks: say how many
+            metadata = {**metadata, "world_size": manifest.world_size}
+        return Restored(step, tree.unpack(objects), metadata)
 
     # -- retention ----------------------------------------------------------
 
@@ -471,6 +563,15 @@ def _default_listener(events: EventLog | str | os.PathLike[str] | None) -> Check
     """A run-log listener on ``events`` (a path or an open log), else on ``SPOTSIM_EVENTS``, else silence."""
     run_log = EventLog(events) if isinstance(events, (str, os.PathLike)) else (events or EventLog.from_env())
     return RunLogListener(run_log) if run_log is not None else CheckpointListener()
+
+
+def _check_collective(collective: Collective | None, commit_timeout_s: float) -> None:
+    if collective is not None and not isinstance(collective, Collective):
+        raise TypeError(f"collective must have rank, world_size and broadcast_save_id(), got {collective!r}")
+    if collective is not None and not 0 <= collective.rank < collective.world_size:
+        raise ValueError(f"rank {collective.rank} is not within world size {collective.world_size}")
+    if not (isinstance(commit_timeout_s, (int, float)) and math.isfinite(commit_timeout_s) and commit_timeout_s > 0):
+        raise ValueError(f"commit_timeout_s must be a positive number of seconds, got {commit_timeout_s!r}")
 
 
 def _check_options(keep: int, layout: str, save_deadline_s: float | None) -> None:

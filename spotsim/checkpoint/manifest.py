@@ -5,7 +5,8 @@ A checkpoint at step S is the objects under ``step-<S>/`` plus
 manifest lists every object with its size and crc32c; without a valid
 manifest a checkpoint does not exist, whatever else lies under its prefix.
 Manifests come from a bucket and are untrusted: :meth:`Manifest.parse`
-checks every field.
+checks every field. A checkpoint that several ranks wrote together also
+records their number, ``world_size`` (absent from single-process manifests).
 """
 
 from __future__ import annotations
@@ -56,9 +57,13 @@ class Manifest:
     spotsim_version: str
     objects: dict[str, ObjectEntry] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    world_size: int | None = None  # the ranks that wrote it; None: one process (the field is then left out)
 
     def to_json(self) -> bytes:
-        return json.dumps({"format": FORMAT, **asdict(self)}, indent=1, sort_keys=True, allow_nan=False).encode()
+        doc = asdict(self)
+        if self.world_size is None:  # single-process manifests stay as they always were
+            del doc["world_size"]
+        return json.dumps({"format": FORMAT, **doc}, indent=1, sort_keys=True, allow_nan=False).encode()
 
     @classmethod
     def parse(cls, raw: bytes, *, expected_step: int) -> Manifest:
@@ -83,8 +88,9 @@ class Manifest:
                 framework=_typed(doc["framework"], str),
                 layout=_choice(doc["layout"], LAYOUTS),
                 spotsim_version=_typed(doc["spotsim_version"], str),
-                objects={_object_name(k): _entry(v) for k, v in _typed(doc["objects"], dict).items()},
+                objects={object_name(k): object_entry(v) for k, v in _typed(doc["objects"], dict).items()},
                 metadata=_typed(doc.get("metadata", {}), dict),
+                world_size=_world_size(doc["world_size"]) if "world_size" in doc else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptCheckpoint(f"manifest of step {expected_step} is malformed: {e}") from e
@@ -107,13 +113,21 @@ def _choice(value, choices):
     return value
 
 
-def _object_name(name: str) -> str:
+def _world_size(value) -> int:
+    if _typed(value, int) < 1:
+        raise ValueError(f"world_size {value} is not a positive number of ranks")
+    return value
+
+
+def object_name(name: str) -> str:
+    """``name`` if it is a checkpoint object name (``<save id>/<file>``), else ValueError."""
     if not isinstance(name, str) or not _OBJECT_NAME.match(name) or ".." in name:
         raise ValueError(f"object name {str(name)[:60]!r} is not a checkpoint object name")
     return name
 
 
-def _entry(value) -> ObjectEntry:
+def object_entry(value) -> ObjectEntry:
+    """A ``{"size", "crc32c"}`` entry read from a store, checked; ValueError or TypeError if malformed."""
     size, crc = _typed(value, dict)["size"], value["crc32c"]
     if (
         not isinstance(size, int)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from spotsim.clock import AttemptClock, RunClock, check_interval_bound
-from spotsim.events import AttemptRecord, Cause, CheckpointEvent
+from spotsim.events import AttemptRecord, Cause, CheckpointEvent, NodeVMRecord
 from spotsim.harness.config import RunConfig
 
 WORK_TOLERANCE = 0.10  # the work a run stood for may differ this much from --work before it is said
@@ -62,6 +63,7 @@ class Interruption:
     lost_steps: int | None  # None: nothing resumed, so nothing was computed again
     notice_to_exit_s: float | None  # real seconds from the first signal to the exit
     preemption: PreemptionResponse | None = None  # only for a preemption
+    node: int | None = None  # a --nodes run: the node whose loss ended the group's attempt
 
     def to_dict(self) -> dict:
         """One entry of ``summary.json``'s ``interruptions``: a preemption's response fields inline."""
@@ -310,6 +312,7 @@ def _interruption(
         lost_steps=lost,
         notice_to_exit_s=attempt.exit_t - first_signal[0] if first_signal and attempt.exit_t else None,
         preemption=_how_met(attempt, clock) if attempt.cause == Cause.PREEMPTED else None,
+        node=attempt.node,
     )
 
 
@@ -351,3 +354,36 @@ def _notice_response(
         emergency_after_real_s=emergency - t0 if emergency is not None else None,
         emergency_before_kill=emergency is not None and (kill_t is None or emergency <= kill_t),
     )
+
+
+@dataclass(frozen=True)
+class NodeAccounting:
+    """One node of a ``--nodes`` run: its VMs, the losses it caused the group, and its own bill."""
+
+    node: int
+    vms: int
+    preemptions: int  # of its VMs
+    crashes: int  # of its VMs (a hang the harness ended counts)
+    lost_steps: int  # steps the whole group computed again after this node's losses
+    billed_hours: float  # simulated: its VMs' up time and the boot of each replacement
+
+
+def per_node(
+    vms: list[NodeVMRecord], interruptions: list[Interruption], to_sim: Callable[[float], float], boot_s: float
+) -> list[NodeAccounting]:
+    """Each node's share of a group run: lost work goes to the node whose loss ended the attempt."""
+    rows = []
+    for node in sorted({vm.node for vm in vms}):
+        mine = [vm for vm in vms if vm.node == node]
+        up_s = sum(to_sim(vm.exit_t) - to_sim(vm.launch_t) for vm in mine if vm.exit_t is not None)
+        rows.append(
+            NodeAccounting(
+                node=node,
+                vms=len(mine),
+                preemptions=sum(vm.cause == Cause.PREEMPTED for vm in mine),
+                crashes=sum(vm.cause == Cause.CRASH for vm in mine),
+                lost_steps=sum(x.lost_steps or 0 for x in interruptions if x.node == node),
+                billed_hours=(up_s + boot_s * (len(mine) - 1)) / 3600,
+            )
+        )
+    return rows

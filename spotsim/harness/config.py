@@ -11,6 +11,7 @@ from typing import Any
 
 from spotsim.clock import Clock, Scale
 from spotsim.errors import InvalidOption
+from spotsim.harness.torchrun import check_torchrun
 from spotsim.preemption import KillMode, Schedule, Sigterm
 from spotsim.preemption.providers import DEFAULT_PROVIDER, PROVIDERS, Provider
 from spotsim.preemption.schedules import SCHEDULES
@@ -42,6 +43,7 @@ class RunConfig:
     attempt_timeout_s: float | None = None  # an attempt running longer is stopped and counted as a crash
     local_disk: str = "wipe"  # the VM's local disk between attempts: wiped (a new VM) or kept (a stopped one)
     step_event_interval_s: float = 0.05  # real seconds at most; lost work is measured to within this
+    nodes: int = 1  # VMs of a data-parallel group, each a torchrun agent (spotsim.harness.group)
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -72,6 +74,20 @@ class RunConfig:
             f"--attempt-timeout must be > 0, got {self.attempt_timeout_s}",
         )
         _check(self.local_disk in LOCAL_DISK_MODES, f"--local-disk must be wipe or keep, got {self.local_disk!r}")
+        self._check_nodes()
+
+    def _check_nodes(self) -> None:
+        _check(
+            isinstance(self.nodes, int) and not isinstance(self.nodes, bool) and self.nodes >= 1,
+            f"--nodes must be a whole number ≥ 1, got {self.nodes}",
+        )
+        if self.nodes == 1:
+            return
+        check_torchrun(self.command, self.nodes)
+        _check(
+            not any(self.schedule.in_save),
+            "kill points inside a save (N:save) are for single-node runs: drop :save or --nodes",
+        )
 
     def _check_work(self) -> None:
         _check(

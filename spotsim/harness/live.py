@@ -17,15 +17,17 @@ from pathlib import Path
 from spotsim.clock import RunClock, Scale, choose_scale
 from spotsim.cost import Machine
 from spotsim.errors import InvalidOption, JobCrashed, SpotsimError
-from spotsim.events import Cause, fold_attempts, read_events
+from spotsim.events import Cause, fold_attempts, fold_nodes, read_events
 from spotsim.export_plan import LocalMeasurements, MeasuredPreemption, PlannedPreemption
 from spotsim.harness.accounting import PreemptionResponse
 from spotsim.harness.bucket import EmbeddedBucket
 from spotsim.harness.config import RunConfig, check_command
+from spotsim.harness.group import GroupSupervisor
 from spotsim.harness.probe import probe_job
 from spotsim.harness.runner import Progress, Supervisor
 from spotsim.harness.save_watch import SaveWatch
 from spotsim.harness.summary import RunSummary, projection_for, run_clock, storage_summary, summarize
+from spotsim.harness.torchrun import standalone_command
 from spotsim.report import plot_timeline
 from spotsim.storage import open_store
 from spotsim.storage.faults import FaultSpec
@@ -81,14 +83,18 @@ def run_live(
             on_scale(scale)
         env = os.environ | store_env | _contract_env(config, uri)
         with tempfile.TemporaryDirectory(prefix="spotsim-vm-disk-") as disk:
-            run = Supervisor(
-                config,
-                env,
-                local_disk=Path(disk) / "local",
-                save_watch=save_watch,
-                bucket=own,
-                on_progress=on_progress,
-            )
+            run: Supervisor | GroupSupervisor
+            if config.nodes > 1:
+                run = GroupSupervisor(config, env, local_disk=Path(disk), bucket=own, on_progress=on_progress)
+            else:
+                run = Supervisor(
+                    config,
+                    env,
+                    local_disk=Path(disk) / "local",
+                    save_watch=save_watch,
+                    bucket=own,
+                    on_progress=on_progress,
+                )
             now.clock = run.run_clock
             started = time.monotonic()
             ends = run.run()
@@ -97,7 +103,7 @@ def run_live(
         attempts, clock = fold_attempts(events), run_clock(events, config.clock)
         interrupted = bool(ends) and ends[-1].cause == Cause.INTERRUPTED
         summary = replace(
-            summarize(attempts, clock, config, machine, wall_s=wall_s),
+            summarize(attempts, clock, config, machine, wall_s=wall_s, nodes=fold_nodes(events)),
             run_id=run.run_id,
             checkpoint_uri=uri,
             storage=storage_summary(attempts, storage_faults),
@@ -118,6 +124,7 @@ def run_live(
             title=title,
             time_scale=config.time_scale,
             projection=summary.projection,
+            nodes=fold_nodes(events),
         )
     crash = run.crash if ends and ends[-1].cause in (Cause.CRASH, Cause.TIMEOUT) else None
     return RunOutcome(summary, config.out, crash, interrupted, run.gave_up)
@@ -159,7 +166,8 @@ def probe_scale(config: RunConfig, env: dict[str, str], uri: str) -> Scale:
     probe_uri = uri.rstrip("/") + "-probe"
     events = config.out / PROBE_EVENTS
     try:
-        probe = probe_job(config.command, env | _contract_env(config, probe_uri), events.absolute())
+        command = standalone_command(config.command) if config.nodes > 1 else config.command
+        probe = probe_job(command, env | _contract_env(config, probe_uri), events.absolute())
     finally:
         _delete_prefix(probe_uri, env)
     return choose_scale(

@@ -27,7 +27,6 @@ Every request the job makes to the metadata server becomes a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
@@ -65,7 +64,7 @@ from spotsim.harness.bucket import EmbeddedBucket
 from spotsim.harness.config import RunConfig
 from spotsim.harness.runlog import JobEventReader, RunLogTail
 from spotsim.harness.save_watch import SaveWatch
-from spotsim.lifeline import Reaper
+from spotsim.lifeline import Reaper, signal_tree
 from spotsim.metadata import MetadataRequest, MetadataServer
 from spotsim.preemption import Lifetime, format_kill_points
 
@@ -518,8 +517,8 @@ def preemption_due(lifetime: Lifetime, uptime_s: float, progress: tuple[int, int
 
 
 def _kill_group(process: subprocess.Popen, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is already gone
-        os.killpg(process.pid, sig)
+    """The job's process group and anything below it in a session of its own (a torchrun agent's workers)."""
+    signal_tree(process.pid, sig)
 
 
 def reap(process: subprocess.Popen) -> int:

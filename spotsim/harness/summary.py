@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from spotsim.clock import Clock, PhaseTime, RunClock
 from spotsim.cost import Machine, project
 from spotsim.errors import InvalidOption
-from spotsim.events import AttemptRecord, StorageOutageEvent
-from spotsim.harness.accounting import Accounting, Interruption, account, interruptions_of
+from spotsim.events import AttemptRecord, NodeVMRecord, StorageOutageEvent
+from spotsim.harness.accounting import Accounting, Interruption, NodeAccounting, account, interruptions_of, per_node
 from spotsim.harness.config import RunConfig
 from spotsim.sim.calibration import Calibration
 from spotsim.sim.projection import project_run
@@ -38,7 +38,7 @@ __all__ = ["ClockSummary", "Interruption", "RunCost", "RunSettings", "RunSummary
 class RunCost:
     """The run's spot bill against the same job on demand without preemptions."""
 
-    billed_hours: float  # simulated hours on spot, less the waits for capacity
+    billed_hours: float  # simulated VM-hours on spot (every node's), less the lost nodes' waits for capacity
     uninterrupted_hours: float  # one start-up, the steps and the periodic checkpoints
     spot_cost_usd: float
     on_demand_cost_usd: float
@@ -47,6 +47,7 @@ class RunCost:
     prices: list[str]  # where the price-table row came from
     spot_usd_per_hour: float
     on_demand_usd_per_hour: float
+    nodes: int = 1  # VMs billed side by side (a --nodes group)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class RunSettings:
     total_steps: int | None
     max_preemptions: int | None
     max_crashes: int | None
+    nodes: int = 1
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class RunSummary:
     storage: StorageSummary | None = None
     interrupted: bool | None = None  # Ctrl-C or SIGTERM stopped the run
     projection: dict | None = None
+    nodes: list[NodeAccounting] = field(default_factory=list)  # a --nodes run's per-node figures
 
     def to_dict(self) -> dict:
         """``summary.json``: the accounting's and the cost's figures at the top level, then the nested records."""
@@ -146,6 +149,7 @@ class RunSummary:
             "storage": asdict(self.storage) if self.storage is not None else None,
             "interrupted": self.interrupted,
             "projection": self.projection,
+            **({"nodes": [asdict(n) for n in self.nodes]} if self.nodes else {}),
         }
 
 
@@ -158,12 +162,20 @@ def run_clock(events: list[dict], clock: Clock) -> RunClock:
 
 
 def summarize(
-    attempts: list[AttemptRecord], clock: RunClock, config: RunConfig, machine: Machine, *, wall_s: float
+    attempts: list[AttemptRecord],
+    clock: RunClock,
+    config: RunConfig,
+    machine: Machine,
+    *,
+    wall_s: float,
+    nodes: list[NodeVMRecord] | None = None,
 ) -> RunSummary:
-    """The accounting of ``attempts``, their cost on ``machine`` and the settings of ``config``."""
+    """The accounting of ``attempts`` (and of a ``--nodes`` run's VMs), their cost on ``machine`` and the
+    settings of ``config``."""
     interruptions = interruptions_of(attempts, clock)
     accounting = account(attempts, clock, config, interruptions, wall_s=wall_s)
     return RunSummary(
+        nodes=per_node(nodes or [], interruptions, clock.to_sim, config.restart_delay_s),
         accounting=accounting,
         cost=price(accounting, config, machine),
         clock=clock_summary(config, clock.phases()),
@@ -176,11 +188,11 @@ def summarize(
 
 def price(accounting: Accounting, config: RunConfig, machine: Machine) -> RunCost:
     """Spot is billed for the simulated wall time less the waits for capacity; on-demand for the same job
-    without preemptions."""
-    billed_s = max(0.0, accounting.sim_wall_s - accounting.capacity_wait_s)
-    bill = project(
-        machine, billed_hours=billed_s / 3600, uninterrupted_hours=_uninterrupted_s(config, accounting) / 3600
-    )
+    without preemptions. A group's nodes are billed side by side: survivors wait for a lost node's
+    replacement on the bill, and only the lost node's wait for capacity is free."""
+    billed_s = max(0.0, config.nodes * accounting.sim_wall_s - accounting.capacity_wait_s)
+    uninterrupted_s = config.nodes * _uninterrupted_s(config, accounting)
+    bill = project(machine, billed_hours=billed_s / 3600, uninterrupted_hours=uninterrupted_s / 3600)
     return RunCost(
         billed_hours=bill.billed_hours,
         uninterrupted_hours=bill.uninterrupted_hours,
@@ -191,6 +203,7 @@ def price(accounting: Accounting, config: RunConfig, machine: Machine) -> RunCos
         prices=list(machine.sources),
         spot_usd_per_hour=machine.spot_usd_per_hour,
         on_demand_usd_per_hour=machine.on_demand_usd_per_hour,
+        nodes=config.nodes,
     )
 
 
@@ -232,6 +245,7 @@ def settings(config: RunConfig) -> RunSettings:
         total_steps=config.total_steps,
         max_preemptions=config.max_preemptions,
         max_crashes=config.max_crashes,
+        nodes=config.nodes,
     )
 
 
@@ -255,6 +269,7 @@ def projection_for(summary: RunSummary, config: RunConfig) -> dict:
         grace_s=config.grace_s + (provider.notice_s if watches else 0.0),
         sigkill_fraction=config.kill.sigkill_fraction,
         max_uptime_s=provider.max_uptime_s,
+        nodes=config.nodes,
     )
     interval = config.interval_s or (config.interval_steps or 0) * calibration.step_s  # RunConfig asks for one
     cost = summary.cost

@@ -7,15 +7,26 @@ own, with its own emulator and seed, so runs share nothing but the machine. The
 table has one row per run: its parameters, then every scalar field of its
 ``summary.json``.
 
+Where the runs are carried out is a :class:`RunPool`: :class:`LocalPool` runs
+``--parallel`` of them at a time on this machine; ``RayPool``
+(:mod:`spotsim.harness.ray_pool`, ``--ray``) makes each one a Ray task. Both
+carry out a run with :func:`run_in_process` and hand back its summary as it
+finishes; the table, plots and report are the same whichever ran them.
+
 A run's directory is emptied before it starts, so a row never comes from an
-earlier sweep. On Ctrl-C or SIGTERM the running runs get SIGTERM (each ends
-its job and writes a partial summary), runs not yet started are cancelled, and
-the table of the runs that finished is written before the interrupt goes on.
-The runs also get SIGTERM if the sweep itself dies (parent-death signal).
+earlier sweep; a run holds its directory's lock for as long as it lives, so a
+retried run waits for an earlier attempt still ending its job. On Ctrl-C
+or SIGTERM the running runs get SIGTERM (each ends its job and writes a partial
+summary), runs not yet started are cancelled, and the table of the runs that
+finished is written before the interrupt goes on. The runs also get SIGTERM if
+the process that started them dies (parent-death signal).
 """
 
 from __future__ import annotations
 
+import abc
+import contextlib
+import fcntl
 import itertools
 import json
 import logging
@@ -26,10 +37,12 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -38,7 +51,7 @@ from spotsim.cost import load_prices
 from spotsim.cost.prices import DEFAULT_MACHINE
 from spotsim.errors import InvalidOption, SpotsimError
 from spotsim.harness.config import RunConfig, check_command
-from spotsim.harness.live import measure_scale
+from spotsim.harness.live import LOCK_NAME, measure_scale
 from spotsim.harness.sweep_run import RUN_FILE
 from spotsim.lifeline import die_with_parent
 from spotsim.preemption import KillMode, parse_schedule
@@ -46,6 +59,7 @@ from spotsim.preemption.providers import DEFAULT_PROVIDER, PROVIDERS, Provider
 
 log = logging.getLogger(__name__)
 SEED_STRIDE = 100_003  # run i of a sweep seeded S draws from seed S × SEED_STRIDE + i
+POLL_S = 0.2  # how often a run's process and a locked run directory are looked at
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,7 @@ class SweepConfig:
     machine: str = DEFAULT_MACHINE
     parallel: int = os.cpu_count() or 1
     seed: int = 0
+    nodes: int = 1  # each run a group of this many VMs (spotsim.harness.group)
 
     def __post_init__(self) -> None:
         if not self.intervals_s or not self.rates or not self.kills:
@@ -126,7 +141,17 @@ class SweepConfig:
             time_scale=self.time_scale,
             total_steps=self.total_steps,
             seed=self.seed * SEED_STRIDE + index,
+            nodes=self.nodes,
         )
+
+    def runs(self) -> list[SweepRun]:
+        """The grid's runs, as a pool carries them out, each reserving a core per VM it emulates."""
+        runs = []
+        for index, point in enumerate(self.grid()):
+            run = self.run_config(point, index)
+            settings = {"machine": self.machine, "run": run.to_dict()}
+            runs.append(SweepRun(point, settings, cpus=run.nodes))  # a multi-node run keeps a core per VM busy
+        return runs
 
     def probe_config(self) -> RunConfig:
         """The settings the job is measured under to choose K for ``work_s``: against the shortest interval."""
@@ -139,6 +164,7 @@ class SweepConfig:
             work_s=self.work_s,
             total_steps=self.total_steps,
             steps_adjustable=self.steps_adjustable,
+            nodes=self.nodes,
         )
 
     def scaled(self, scale: Scale) -> SweepConfig:
@@ -158,7 +184,85 @@ class SweepRunFailed(SpotsimError):
     """A run of the sweep could not be carried out (bad settings, unreachable bucket…)."""
 
 
-class _Runs:
+class SweepStopped(Exception):
+    """A run not started, or ended early, because the sweep is stopping."""
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One run as a pool gets it, in plain values that travel to another process or machine (a Ray task).
+
+    ``settings`` is what :mod:`spotsim.harness.sweep_run` reads from the run's ``run.json``.
+    """
+
+    point: GridPoint
+    settings: dict[str, Any]
+    cpus: int = 1  # cores the run keeps busy: one per VM it emulates
+
+    @property
+    def out(self) -> Path:
+        return Path(self.settings["run"]["out"])
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A run that finished: its grid point and its summary (``summary.json``'s contents)."""
+
+    point: GridPoint
+    summary: dict[str, Any]
+    retries: int = 0  # attempts lost before this one with the worker or node running them (Ray)
+
+
+class RunPool(abc.ABC):
+    """Where a sweep's runs are carried out, each by :func:`run_in_process`; summaries come back as runs finish.
+
+    Lifecycle: ``with pool:`` acquires what the pool needs (threads, a Ray runtime); :meth:`run` yields a
+    :class:`Finished` per run in the order they finish; leaving the ``with`` block, or :meth:`close`, ends it:
+    runs under way get SIGTERM (each ends its job and writes a partial summary), runs not started are
+    cancelled, and what the pool holds is released.
+    """
+
+    def __enter__(self) -> RunPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def run(self, runs: Sequence[SweepRun]) -> Iterator[Finished]:
+        """Carry out ``runs``; each one's summary as it finishes.
+
+        Raises:
+            SweepRunFailed: a run could not be carried out.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop the runs under way, cancel the rest and release the pool; a second call does nothing."""
+
+
+class LocalPool(RunPool):
+    """Runs on this machine, keeping ``parallel`` cores busy (a ``--nodes`` run takes one per VM)."""
+
+    def __init__(self, parallel: int) -> None:
+        self._processes = RunProcesses()
+        self._parallel = parallel
+        self._threads: ThreadPoolExecutor | None = None
+
+    def run(self, runs: Sequence[SweepRun]) -> Iterator[Finished]:
+        per_run = max((run.cpus for run in runs), default=1)
+        self._threads = ThreadPoolExecutor(max_workers=max(1, self._parallel // per_run))
+        futures = {self._threads.submit(run_in_process, run, self._processes): run for run in runs}
+        for future in as_completed(futures):
+            yield Finished(futures[future].point, future.result())
+
+    def close(self) -> None:
+        self._processes.stop()
+        if self._threads is not None:
+            self._threads.shutdown(wait=True, cancel_futures=True)
+
+
+class RunProcesses:
     """The runs' processes under way, so an interrupt or a failure can stop them all."""
 
     def __init__(self) -> None:
@@ -192,12 +296,15 @@ class _Runs:
                 process.send_signal(signal.SIGTERM)
 
 
-class SweepStopped(Exception):
-    """A run not started because the sweep is stopping."""
-
-
-def run_sweep(config: SweepConfig, *, on_done: Callable[[GridPoint, dict], None] = lambda p, s: None) -> pd.DataFrame:
-    """Run the grid, ``config.parallel`` runs at a time; return the tidy table (also written as CSV and Parquet).
+def run_sweep(
+    config: SweepConfig,
+    *,
+    pool: RunPool | None = None,
+    on_done: Callable[[GridPoint, dict], None] = lambda p, s: None,
+) -> pd.DataFrame:
+    """Run the grid in ``pool``, which the caller has entered and will leave (default: a :class:`LocalPool` of
+    ``config.parallel`` runs at a time, entered and left here); return the tidy table (also written as CSV
+    and Parquet).
 
     Raises:
         KeyboardInterrupt: after stopping the runs and writing the table of those that finished.
@@ -207,24 +314,20 @@ def run_sweep(config: SweepConfig, *, on_done: Callable[[GridPoint, dict], None]
     check_command(config.command)  # before anything of an earlier sweep is touched
     if config.needs_scale:
         config = measured_scale(config)
-    reports = [config.out / name for name in ("sweep.csv", "sweep.parquet", "simulated.csv", "report.md")]
-    for stale in [*reports, *config.out.glob("*_vs_interval.png")]:
-        stale.unlink(missing_ok=True)  # an earlier sweep's report must not sit beside this one
     rows: list[dict] = []
-    runs = _Runs()
-    pool = ThreadPoolExecutor(max_workers=config.parallel)
-    futures = {pool.submit(_one_run, config, point, i, runs): point for i, point in enumerate(config.grid())}
-    try:
-        for future in as_completed(futures):
-            point, summary = futures[future], future.result()
-            on_done(point, summary)
-            rows.append(_row(point, summary))
-    except BaseException:  # Ctrl-C, SIGTERM (as KeyboardInterrupt) or a failed run: stop the rest, keep what finished
-        runs.stop()
-        pool.shutdown(wait=True, cancel_futures=True)
-        _write_table(rows, config.out)
-        raise
-    pool.shutdown()
+    with contextlib.ExitStack() as owned:
+        runs = pool if pool is not None else owned.enter_context(LocalPool(config.parallel))
+        reports = [config.out / name for name in ("sweep.csv", "sweep.parquet", "simulated.csv", "report.md")]
+        for stale in [*reports, *config.out.glob("*_vs_interval.png")]:
+            stale.unlink(missing_ok=True)  # an earlier sweep's report must not sit beside this one
+        try:
+            for done in runs.run(config.runs()):
+                on_done(done.point, done.summary)
+                rows.append(_row(done))
+        except BaseException:  # Ctrl-C, SIGTERM (as KeyboardInterrupt), a failed run: stop the rest, keep what finished
+            runs.close()
+            _write_table(rows, config.out)
+            raise
     return _write_table(rows, config.out)
 
 
@@ -237,27 +340,72 @@ def _write_table(rows: list[dict], out: Path) -> pd.DataFrame:
     return table
 
 
-def _one_run(config: SweepConfig, point: GridPoint, index: int, runs: _Runs) -> dict:
-    run = config.run_config(point, index)
-    shutil.rmtree(run.out, ignore_errors=True)  # a summary left by an earlier sweep must never become a row
-    run.out.mkdir(parents=True)
+def run_in_process(run: SweepRun, processes: RunProcesses) -> dict[str, Any]:
+    """Carry out ``run`` as ``python -m spotsim.harness.sweep_run`` in its emptied directory; return its summary.
+
+    Raises:
+        SweepRunFailed: the run could not be carried out (exit status 2, or no summary).
+        SweepStopped: the sweep is stopping (the run was not started, or it was interrupted).
+    """
+    _empty_when_free(run.out, processes)
     settings = run.out / RUN_FILE
-    settings.write_text(json.dumps({"machine": config.machine, "run": run.to_dict()}, indent=2) + "\n")
-    process = runs.start([sys.executable, "-m", "spotsim.harness.sweep_run", str(settings)])
+    settings.write_text(json.dumps(run.settings, indent=2) + "\n")
+    process = processes.start([sys.executable, "-m", "spotsim.harness.sweep_run", str(settings)])
     try:
-        _, stderr = process.communicate()
+        stderr = _wait(process)
     finally:
-        runs.finished(process)
+        processes.finished(process)
     summary_path = run.out / "summary.json"
     if process.returncode == 130:
         raise SweepStopped
     if process.returncode == 2 or not summary_path.exists():
         reason = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {process.returncode}"
-        raise SweepRunFailed(f"run {point.name} failed: {reason}")
+        raise SweepRunFailed(f"run {run.point.name} failed: {reason}")
     return json.loads(summary_path.read_text())
 
 
-def _row(point: GridPoint, summary: dict) -> dict:
+def _empty_when_free(out: Path, processes: RunProcesses) -> None:
+    """Empty the run's directory once no process holds it (a run holds its directory's lock while it lives).
+
+    A summary left by an earlier sweep must never become a row, nor one left by an earlier attempt of the
+    same run: a Ray task retried while the process of its lost attempt is still ending its job waits here.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_NAME, "w") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if processes.stopping:
+                    raise SweepStopped from None
+                time.sleep(POLL_S)
+        for entry in out.iterdir():
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
+def _wait(process: subprocess.Popen) -> str:
+    """The run's stderr, once it exits. Polled, so that an interrupt in this thread (a cancelled Ray task)
+    gets in between polls: the run then gets SIGTERM, as :meth:`RunProcesses.stop` sends, and is waited for."""
+    try:
+        while True:
+            try:
+                return process.communicate(timeout=POLL_S)[1]
+            except subprocess.TimeoutExpired:
+                continue
+    except BaseException:
+        process.send_signal(signal.SIGTERM)
+        process.communicate()
+        raise
+
+
+def _row(done: Finished) -> dict:
+    point, summary = done.point, done.summary
     scalars = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
     return {
         "run": point.name,
@@ -265,5 +413,6 @@ def _row(point: GridPoint, summary: dict) -> dict:
         "preempt_rate": point.preempt_rate,
         "kill": point.kill,
         "repeat": point.repeat,
+        "retries": done.retries,
         **scalars,
     }

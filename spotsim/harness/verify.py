@@ -87,6 +87,7 @@ class VerifyConfig:
     total_steps: int | None = None  # the job's steps in all (needed with work_s)
     steps_adjustable: bool = False  # a built-in workload: more steps may be run for work_s
     scale: Scale | None = None  # K chosen for work_s, once measured
+    nodes: int = 1  # a --nodes group: each run's kill points fall on its nodes in turn
 
     def __post_init__(self) -> None:
         if self.bucket is not None and self.emulator_url is not None:
@@ -128,6 +129,7 @@ class VerifyConfig:
             local_disk=self.local_disk,
             step_event_interval_s=0.0,
             time_scale=self.scale.k if self.scale else 1.0,
+            nodes=self.nodes,
         )
 
     def probe_config(self) -> RunConfig:
@@ -210,7 +212,9 @@ def verify(config: VerifyConfig, machine: Machine, *, on_run: Callable[[str], No
             verdict.clock = config.scale.note
         if not failures and not inconclusive:
             plans = config.kill_plans or [
-                draw_kill_points(rng, reference, config.kills_per_run, in_save=buckets.watch is not None)
+                draw_kill_points(
+                    rng, reference, config.kills_per_run, in_save=buckets.watch is not None and config.nodes == 1
+                )
                 for _ in range(config.runs)
             ]
             for i, plan in enumerate(plans):

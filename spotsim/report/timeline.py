@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from spotsim.events import AttemptRecord
+from spotsim.events import AttemptRecord, NodeVMRecord
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -48,12 +48,14 @@ def plot_timeline(
     title: str,
     time_scale: float,
     projection: dict | None = None,
+    nodes: list[NodeVMRecord] | None = None,
 ) -> None:
     """Steps against simulated time: one line per attempt, checkpoints as dots, kills as red marks,
     the lost segment of each interruption (steps computed twice) shaded, and the projection beside it.
 
     ``to_sim`` maps a real unix time onto the run's simulated clock; ``time_scale`` is the run's K;
-    ``interruptions`` and ``projection`` are the summary's: the plot draws its lost work, never its own."""
+    ``interruptions`` and ``projection`` are the summary's: the plot draws its lost work, never its own.
+    ``nodes`` (a ``--nodes`` run's VMs, :func:`spotsim.events.fold_nodes`) adds one lane per node below."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,10 +64,18 @@ def plot_timeline(
     if not attempts:
         return
     lost = {x.attempt: x for x in interruptions if (x.lost_steps or 0) > 0}
-    fig, ax = plt.subplots(figsize=(11, 4.8))
+    if nodes:
+        fig, (ax, lanes) = plt.subplots(
+            2, 1, figsize=(11, 4.8 + 0.35 * len({v.node for v in nodes})), sharex=True, height_ratios=(4, 1)
+        )
+        _draw_nodes(lanes, nodes, lambda t: to_sim(t) / 3600)
+        xlabel_axes = lanes
+    else:
+        fig, ax = plt.subplots(figsize=(11, 4.8))
+        xlabel_axes = ax
     for i, a in enumerate(attempts):
         _draw_attempt(ax, a, f"C{i % 10}", lost.get(a.attempt), lambda t: to_sim(t) / 3600)
-    ax.set_xlabel(f"simulated hours (compute at K = {time_scale:,.4g}; start-up, saves and exits at 1×)")
+    xlabel_axes.set_xlabel(f"simulated hours (compute at K = {time_scale:,.4g}; start-up, saves and exits at 1×)")
     ax.set_ylabel("completed steps")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -99,6 +109,22 @@ def _draw_attempt(ax: Axes, a: AttemptRecord, color: str, lost: LostWork | None,
         ax.annotate(
             f"lost {lost.lost_steps}", label_at, fontsize=7, color="red", xytext=(3, 3), textcoords="offset points"
         )
+
+
+_NODE_END_COLORS = {"preempted": "red", "crash": "black", "done": "green"}
+
+
+def _draw_nodes(ax: Axes, vms: list[NodeVMRecord], x: Callable[[float], float]) -> None:
+    """One lane per node: a bar per VM from its launch to its exit, edged by how it ended."""
+    for vm in vms:
+        end = vm.exit_t if vm.exit_t is not None else vm.launch_t
+        edge = _NODE_END_COLORS.get(vm.cause or "", "grey")
+        ax.barh(vm.node, x(end) - x(vm.launch_t), left=x(vm.launch_t), height=0.6, color=f"C{vm.vm % 10}", alpha=0.5)
+        ax.plot([x(end)], [vm.node], marker="|", markersize=12, color=edge)
+    ax.set_yticks(sorted({vm.node for vm in vms}), [f"node {n}" for n in sorted({vm.node for vm in vms})])
+    ax.invert_yaxis()
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title("VMs per node (end mark: red preempted · black crash · green done)", fontsize=8, loc="left")
 
 
 def _thinned(steps: list[tuple[float, int]], most: int = MAX_POINTS) -> list[tuple[float, int]]:

@@ -67,8 +67,10 @@ class Calibration:
         grace_s: float = 0.0,
         sigkill_fraction: float = 1.0,
         max_uptime_s: float | None = None,
+        nodes: int = 1,
     ) -> Job:
-        """The simulator's job for these costs, over ``work_s`` (default: the work the runs did)."""
+        """The simulator's job for these costs, over ``work_s`` (default: the work the runs did), on ``nodes``
+        VMs (R, measured on a group, then holds its re-rendezvous)."""
         return Job(
             work_s=work_s or self.work_s,
             checkpoint_s=self.checkpoint_s,
@@ -80,6 +82,7 @@ class Calibration:
             sigkill_fraction=sigkill_fraction,
             startup_s=self.startup_s,
             max_uptime_s=max_uptime_s,
+            nodes=nodes,
         )
 
 

@@ -31,14 +31,15 @@ class SweepCurves:
 
     calibration: Calibration
     rows: list[dict]  # interval_rows()'s rows, each with its preempt_rate and kill
-    young_s: dict[float, float]  # Young's interval per preemption rate > 0, for the calibrated C
-    daly_s: dict[float, float]  # Daly's interval per preemption rate > 0, for the calibrated C
+    young_s: dict[float, float]  # Young's interval per preemption rate > 0, for the calibrated C (and the group)
+    daly_s: dict[float, float]  # Daly's interval per preemption rate > 0, for the calibrated C (and the group)
 
 
 def sweep_curves(
-    runs: Sequence[Mapping], *, grace_s: float, restart_delay_s: float, trials: int = TRIALS
+    runs: Sequence[Mapping], *, grace_s: float, restart_delay_s: float, trials: int = TRIALS, nodes: int = 1
 ) -> SweepCurves:
-    """Calibrate on ``runs`` (the sweep's rows) and simulate each of their (preempt_rate, kill) pairs.
+    """Calibrate on ``runs`` (the sweep's rows) and simulate each of their (preempt_rate, kill) pairs, for a
+    job of ``nodes`` VMs (billed hours and costs are for all of them).
 
     Raises:
         InvalidOption: no run measured a step time, or a simulation is out of the simulator's bounds.
@@ -49,12 +50,15 @@ def sweep_curves(
     live_intervals = [float(run["interval_s"]) for run in runs]
     rows = []
     for rate, kill in sorted({(run["preempt_rate"], run["kill"]) for run in runs}):
-        intervals = interval_grid(live_intervals, calibration.checkpoint_s, rate, calibration.work_s)
+        # Daly's interval for the group: with Poisson preemptions its VMs are lost at N times the rate
+        intervals = interval_grid(live_intervals, calibration.checkpoint_s, rate * nodes, calibration.work_s)
         sigkill_fraction = KillMode.parse(kill).sigkill_fraction
-        job = calibration.job(restart_delay_s=restart_delay_s, grace_s=grace_s, sigkill_fraction=sigkill_fraction)
+        job = calibration.job(
+            restart_delay_s=restart_delay_s, grace_s=grace_s, sigkill_fraction=sigkill_fraction, nodes=nodes
+        )
         outcome = simulate(job, intervals, parse_schedule("poisson", rate), trials=trials, seed=0)
         rows += [row | {"preempt_rate": rate, "kill": kill} for row in interval_rows(outcome, job, intervals, machine)]
-    mean_uptimes = {rate: 3600 / rate for rate in sorted({run["preempt_rate"] for run in runs}) if rate > 0}
+    mean_uptimes = {rate: 3600 / (rate * nodes) for rate in sorted({run["preempt_rate"] for run in runs}) if rate > 0}
     return SweepCurves(
         calibration=calibration,
         rows=rows,

@@ -19,7 +19,7 @@ import numpy as np
 
 from spotsim.cost import Machine, project
 from spotsim.sim.closed_forms import daly_interval
-from spotsim.sim.montecarlo import Job, simulate
+from spotsim.sim.montecarlo import Job, group_survival, simulate
 
 TRIALS = 10_000
 QUANTILES = (10, 50, 90)
@@ -58,7 +58,8 @@ def _outcomes(job: Job, schedule, intervals: list[float], trials: int, seed: int
     outcome = simulate(job, intervals, schedule, trials=trials, seed=seed)
     rows = []
     for i, tau in enumerate(intervals):
-        uninterrupted_h = (job.startup_s + job.work_s + math.ceil(job.work_s / tau) * job.checkpoint_s) / 3600
+        uninterrupted_s = job.startup_s + job.work_s + math.ceil(job.work_s / tau) * job.checkpoint_s
+        uninterrupted_h = job.nodes * uninterrupted_s / 3600  # as many on-demand VMs as the job has nodes
         cost = project(machine, billed_hours=outcome.billed_s[i] / 3600, uninterrupted_hours=uninterrupted_h)
         rows.append(
             {
@@ -86,7 +87,7 @@ def _distribution(values: np.ndarray, live: float | None) -> dict:
 def _best(job: Job, schedule, interval_s: float, asked_cost: dict, trials: int, seed: int, machine: Machine) -> dict:
     """Daly's interval for the measured C and the schedule's mean uptime, and the simulator's cheapest."""
     best = {"asked_s": interval_s, "asked_cost_usd": asked_cost["mean"], "asked_cost_p90_usd": asked_cost["p90"]}
-    mean_uptime = schedule.mean_uptime_s
+    mean_uptime = group_survival(job, schedule)[1]  # a group's: between losses of any of its VMs
     if not math.isfinite(mean_uptime):
         return best | {"note": "no preemptions: the interval only costs checkpoints, so the longest is cheapest"}
     daly = daly_interval(job.checkpoint_s, mean_uptime)
