@@ -380,6 +380,28 @@ def sweep_ray(reports: Path) -> list[str]:
     ]
 
 
+def rerendezvous(reports: Path) -> list[str]:
+    summary = pd.read_csv(reports / "rerendezvous" / "rerendezvous_summary.csv")
+    rows = [
+        [
+            r.config,
+            str(int(r.restarts)),
+            _s(r.startup_mean_s),
+            f"{_s(r.restart_overhead_mean_s)} ± {_s(r.restart_overhead_std_s)}",
+            _times(r.r_over_1_node),
+        ]
+        for r in summary.itertuples()
+    ]
+    lines = _machine(reports, "rerendezvous/rerendezvous")
+    lines += _table(["", "restarts", "first start-up", "R per node loss (mean ± sd)", "R ÷ 1 node"], rows)
+    return lines + [
+        "Most of a 2-node group's R under torchrun's defaults is the killed node's membership lapsing "
+        "(its heartbeats: 5 s × 3); a job that shortens them through its own `--rdzv-conf` keeps that much. "
+        "[docs/nodes.md](../docs/nodes.md) says what a node is and how R is counted.",
+        "",
+    ]
+
+
 BENCHMARKS = (
     Benchmark(
         "checkpoint-overhead",
@@ -494,6 +516,19 @@ BENCHMARKS = (
         ("sweep_ray/sweep_ray_summary.csv", "sweep_ray/sweep_ray.csv"),
         sweep_ray,
         plots=("sweep_ray/sweep_ray.png",),
+    ),
+    Benchmark(
+        "rerendezvous",
+        "The elastic re-rendezvous after a node loss",
+        ("python benchmarks/rerendezvous.py",),
+        "The built-in `torch-ddp` workload at K = 1, SIGKILLed at two kill points, alone (one node, torchrun "
+        "`--standalone`) and as a `--nodes 2` group (the first kill on node 0, the second on node 1), with "
+        "torchrun's default rendezvous settings and with a 1 s heartbeat; configurations in rotating order. R is "
+        "the relaunch (of the lost node) to the group's first step past the resume:",
+        ("rerendezvous/rerendezvous_summary.csv",),
+        rerendezvous,
+        plots=("rerendezvous/rerendezvous.png",),
+        see_also=("rerendezvous/rerendezvous.csv",),
     ),
 )
 

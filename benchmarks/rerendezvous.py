@@ -18,6 +18,8 @@ each run's ``summary.json``. Writes ``reports/rerendezvous/rerendezvous{.csv,_su
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -75,7 +77,8 @@ def plot(results: pd.DataFrame, facts: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     means.plot.bar(ax=ax, yerr=errors.fillna(0), rot=0, capsize=3)
     ax.set_ylabel("seconds (real, K = 1)")
-    ax.set_title(f"torch-ddp: first start-up and restart overhead R per node loss\n{facts['machine']}", fontsize=9)
+    machine = f"{facts['cpu_count']} cores, {facts['date'][:10]}"
+    ax.set_title(f"torch-ddp: first start-up and restart overhead R per node loss ({machine})", fontsize=9)
     ax.legend(["first start-up", "R (re-rendezvous + restore)"], fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -90,8 +93,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "rerendezvous")
     args = parser.parse_args()
     facts = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
         "python": platform.python_version(),
+        "torch": importlib.metadata.version("torch"),
         "repeats": args.repeats,
         "steps": args.steps,
         "kill_steps": args.kill_steps,
