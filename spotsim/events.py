@@ -262,6 +262,7 @@ class Cause(StrEnum):
     TIMEOUT = "timeout"  # past --attempt-timeout: counted as a crash
     STORAGE_OUTAGE = "storage_outage"  # the harness's own bucket died: not the job's fault
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM ended the run
+    STOPPED = "stopped"  # a --nodes run's VM the harness stopped when the run gave up
 
 
 class ExitEvent(Event):

@@ -31,9 +31,31 @@ groups = set()
 for line in sys.stdin:
     verb, _, pgid = line.partition(" ")
     (groups.add if verb == "+" else groups.discard)(int(pgid))
+def below(roots):
+    # every process under the groups' leaders, even in sessions of their own (torchrun's workers)
+    by_parent = {}
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        try:
+            with open("/proc/%s/stat" % name, "rb") as f:
+                stat = f.read()
+            by_parent.setdefault(int(stat[stat.rindex(b")") + 2 :].split()[1]), []).append(int(name))
+        except (OSError, ValueError):
+            pass
+    found, todo = [], list(roots)
+    while todo:
+        for child in by_parent.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+strays = below(groups)
 for pgid in groups:
     try:
         os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+for pid in strays:
+    try:
+        os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
 """
@@ -102,11 +124,11 @@ class Reaper:
         self.close()
 
 
-def process_tree(root: int) -> list[int]:
-    """Every live process below ``root`` (children, grandchildren…), from ``/proc``."""
+def _children_by_parent() -> dict[int, list[int]]:
+    """Every live process's children, from ``/proc`` (empty without procfs)."""
     children: dict[int, list[int]] = {}
     if not os.path.isdir("/proc"):
-        return []  # no procfs: only the process group is signalled
+        return children
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -117,9 +139,19 @@ def process_tree(root: int) -> list[int]:
             continue  # gone meanwhile
         ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])  # the name in parentheses may hold spaces
         children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
+    return children
+
+
+def children(parent: int) -> list[int]:
+    """The live processes ``parent`` started (a torchrun agent's: its workers)."""
+    return _children_by_parent().get(parent, [])
+
+
+def process_tree(root: int) -> list[int]:
+    """Every live process below ``root`` (children, grandchildren…)."""
+    by_parent, found, todo = _children_by_parent(), [], [root]
     while todo:
-        for child in children.get(todo.pop(), []):
+        for child in by_parent.get(todo.pop(), []):
             found.append(child)
             todo.append(child)
     return found

@@ -28,7 +28,7 @@ SPOTSIM = [sys.executable, "-m", "spotsim.cli"]
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
 QUICK_RDZV = "--rdzv-conf=keep_alive_interval=1,keep_alive_max_attempt=2"
 DDP_JOB = (*TORCHRUN, QUICK_RDZV, "--nproc-per-node=1", str(JOBS / "ddp_dcp_job.py"))
-FAST = {"TOTAL_STEPS": "200", "STEP_SLEEP": "0.02", "COLUMNS": "300"}
+FAST = {"TOTAL_STEPS": "200", "STEP_SLEEP": "0.02", "PG_TIMEOUT": "15", "COLUMNS": "300"}
 
 
 # -- the command ----------------------------------------------------------------------------------------
@@ -100,12 +100,14 @@ def test_a_command_that_is_not_torchrun_is_one_line(tmp_path):
 # -- live groups --------------------------------------------------------------------------------------------
 
 
-def run(tmp_path: Path, *args: str, job: tuple[str, ...] = DDP_JOB) -> tuple[subprocess.CompletedProcess, Path]:
+def run(
+    tmp_path: Path, *args: str, job: tuple[str, ...] = DDP_JOB, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path / "out"
     cmd = [*SPOTSIM, "run", "--nodes", "2", "--interval-steps", "20", "--bucket", f"file://{tmp_path / 'ck'}"]
     done = subprocess.run(
         [*cmd, *args, "--out", str(out), "--", *job],
-        env=os.environ | FAST,
+        env=os.environ | FAST | (env or {}),
         capture_output=True,
         text=True,
         timeout=300,
@@ -164,16 +166,30 @@ def test_a_node_lost_during_rendezvous_and_a_second_kill_during_recovery(tmp_pat
     assert all(a.cause == Cause.PREEMPTED for a in attempts[:-1])
 
 
+def test_a_worker_that_fails_is_the_jobs_crash_even_when_torchrun_restarts_it(tmp_path):
+    """Rank 1 raises once; torchrun's agents restart every worker by themselves (up to --max-restarts) and the
+    job goes on from its checkpoint. The harness sees a second start with no node lost: a crash, not hidden."""
+    done, out = run(tmp_path, "--time-scale", "1", job=DDP_JOB, env={"CRASH_ONCE_AT": "50"})
+    events = read_events(out / "events.jsonl")
+    attempts = fold_attempts(events)
+    assert [a.cause for a in attempts] == [Cause.CRASH, Cause.DONE]
+    assert attempts[1].first_step == 40, "the restarted workers resumed from the checkpoint at step 40"
+    stops = [e["reason"] for e in events if e["event"] == "stop"]
+    assert stops == ["the workers restarted with no node lost: torchrun restarted them after one failed"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["crashes"] == 1 and summary["lost_steps"] == attempts[0].last_step - 40
+
+
 def test_verify_passes_a_group_killed_while_it_saves(tmp_path):
-    """Kill points at save steps: one node dies while the group's DCP save is in flight (the other node is
-    still saving); the torn directory has no .metadata and is skipped, and the result is bit-exact."""
+    """A kill point at a save step: node 0 is killed as the group begins its DCP save of step 40, node 1
+    saving on. A torn directory has no .metadata and is skipped; torn or not, the resume is bit-exact."""
     cmd = [
         *SPOTSIM,
         "verify",
         "--nodes",
         "2",
         "--kill-steps",
-        "40,60",
+        "40",
         "--interval-steps",
         "20",
         "--artifact",
@@ -190,21 +206,21 @@ def test_verify_passes_a_group_killed_while_it_saves(tmp_path):
     verdict = json.loads((tmp_path / "v" / "verdict.json").read_text())
     assert verdict["outcome"] == "pass" and verdict["ok"]
     events = read_events(tmp_path / "v" / "run-1" / "events.jsonl")
-    killed = [e["node"] for e in events if e["event"] == "signal"]
-    assert killed == [0, 1], "kill point k falls on node k mod 2"
+    killed = [(e["node"], e["step"]) for e in events if e["event"] == "signal"]
+    assert killed == [(0, 40)], "kill point k falls on node k mod 2"
 
 
 def test_a_save_that_waits_for_a_lost_node_is_reported_as_a_hang_not_waited_on(tmp_path, monkeypatch):
     """Node 0 dies inside a save whose ranks wait for each other's files with no deadline: node 1's worker
-    would wait forever. The harness reports the hang, stops node 1, and the attempt ends as the job's crash
-    (--max-crashes 1 ends the run there)."""
+    would wait until a replacement joins (its agent then restarts it), here longer than the harness waits.
+    The harness reports the hang, stops node 1, and counts the job's crash (--max-crashes 1 ends the run)."""
     from spotsim.cost import load_prices
     from spotsim.harness import group
     from spotsim.harness.config import RunConfig
     from spotsim.harness.live import run_live
     from spotsim.preemption import Sigkill, parse_schedule
 
-    monkeypatch.setattr(group, "DRAIN_REAL_S", 4.0)  # the real wait is 90 s; the hang is the same
+    monkeypatch.setattr(group, "DRAIN_REAL_S", 4.0)  # the real wait is 120 s; the hang is the same
     monkeypatch.setenv("SLOW_SAVE", "5")
     monkeypatch.setenv("TOTAL_STEPS", "60")
     job = (*TORCHRUN, QUICK_RDZV, "--nproc-per-node=1", str(JOBS / "waits_for_peers_job.py"))
@@ -216,16 +232,18 @@ def test_a_save_that_waits_for_a_lost_node_is_reported_as_a_hang_not_waited_on(t
         kill=Sigkill(),
         nodes=2,
         max_crashes=1,
+        restart_delay_s=60,  # K = 1: the replacement would come 60 s later
     )
     outcome = run_live(config, load_prices().machine("gcp-n1-standard-8"), bucket=f"file://{tmp_path / 'ck'}")
     events = read_events(tmp_path / "out" / "events.jsonl")
     stops = [e for e in events if e["event"] == "stop"]
     assert len(stops) == 1 and stops[0]["node"] == 1, stops
-    assert "still running 4 s after node 0 was lost: they hang waiting for it" in stops[0]["reason"]
+    assert "still running 4 s after a node was lost: they hang waiting for it" in stops[0]["reason"]
     assert outcome.crash is not None and not outcome.summary.accounting.completed
-    assert [a.cause for a in fold_attempts(events)] == [Cause.CRASH]
-    vms = fold_nodes(events)
-    assert [(vm.node, vm.cause) for vm in vms] == [(0, Cause.PREEMPTED), (1, Cause.CRASH)]
+    assert [a.cause for a in fold_attempts(events)] == [Cause.PREEMPTED]
+    causes = {(vm.node, vm.vm): vm.cause for vm in fold_nodes(events)}
+    assert causes[(0, 0)] == Cause.PREEMPTED and causes[(1, 0)] == Cause.CRASH
+    assert {n["node"]: n["crashes"] for n in outcome.summary.to_dict()["nodes"]} == {0: 0, 1: 1}
 
 
 # -- the built-in torch-ddp workload ------------------------------------------------------------------------

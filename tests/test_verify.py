@@ -37,8 +37,8 @@ def kill_plans(steps: int, interval: int):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "steps"), [("torch-cnn", 400), ("tf-cnn", 300)])
-@pytest.mark.parametrize("kill", ["sigkill", "sigterm"])
+# Each framework and each kill mode once (the cross product doubled the time and found nothing more).
+@pytest.mark.parametrize(("name", "steps", "kill"), [("torch-cnn", 400, "sigkill"), ("tf-cnn", 300, "sigterm")])
 @settings(max_examples=1, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_workload_resumes_bit_exactly_under_drawn_kills(tmp_path_factory, name, steps, kill, data):

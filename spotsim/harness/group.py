@@ -12,14 +12,15 @@ its process group (torchrun starts each in a session of its own), so signals go 
 to every process below the agent (:func:`process_tree`), as a VM's shutdown reaches every process on it.
 
 Attempts belong to the group. An attempt is the group training from one resume: it starts when all N
-nodes are up (``launch``) and ends when any node is lost (``exit``, with the ``node`` that ended it). The
-survivors' agents stay up, notice the lost peer, stop their workers and wait in the rendezvous; before the
-attempt's ``exit`` the harness waits for those workers to be gone (a collective that never returns is a
-hang, reported and ended after :data:`DRAIN_REAL_S`). After the restart delay the lost node comes back as
-a new VM, the agents re-form the group, and the next attempt begins; its start-up (``launch`` → the job's
-``start``) is the re-rendezvous plus the restore. A survivor preempted during that recovery is lost too
-and waited for. ``node_launch`` and ``node_exit`` events record each VM, for per-node billing and the
-timeline's lanes.
+nodes are up (``launch``) and ends when any node is lost (``exit``, at the loss, with the ``node`` that
+ended it). The survivors' agents stay up, notice the lost peer, stop their workers and wait in the
+rendezvous. After the restart delay the lost node comes back as a new VM and the next attempt begins; its
+start-up (``launch`` → the job's ``start``) is the survivors' noticing, the re-rendezvous and the restore:
+the group's restart overhead. A survivor's workers still running :data:`DRAIN_REAL_S` after the loss hang
+(a collective, or a save that waits for every rank): reported, and their node stopped as the job's crash.
+A survivor preempted during a recovery is lost too and waited for. A second ``start`` in one attempt with
+no node lost means torchrun restarted failed workers by itself: the job's crash. ``node_launch`` and
+``node_exit`` events record each VM, for per-node billing and the timeline's lanes.
 
 Only global rank 0 writes the job's events (``EventLog.from_env`` is silent on other ranks); the harness
 reads every node's events file, so rank 0 may move between nodes.
@@ -30,14 +31,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import queue
 import shutil
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -71,20 +71,20 @@ from spotsim.harness.runner import (
     DONE_EXIT_WAIT_REAL_S,
     MAX_IDLE_ATTEMPTS,
     POLL_REAL_S,
-    STDERR_TAIL_BYTES,
+    STOP_GRACE_REAL_S,
     AttemptEnd,
     Progress,
     preemption_due,
+    stderr_tail,
 )
 from spotsim.harness.torchrun import node_command
-from spotsim.lifeline import Reaper, alive, process_tree, signal_tree
+from spotsim.lifeline import Reaper, alive, children, signal_tree
 from spotsim.metadata import MetadataRequest, MetadataServer
 from spotsim.preemption import Lifetime, format_kill_points
 
 log = logging.getLogger(__name__)
 
-DRAIN_REAL_S = 90.0  # a survivor's workers must be gone this long after a loss, or their collective hung
-STOP_GRACE_REAL_S = 2.0
+DRAIN_REAL_S = 120.0  # a survivor's workers must be gone this long after a loss, or they hang
 
 JOIN_SLACK_REAL_S = 600.0  # the rendezvous waits this long for a replacement, beyond its restart delay
 
@@ -140,6 +140,21 @@ class _Slot:
     capacity_wait_s: float = 0.0  # the wait for capacity before that VM (unbilled)
 
 
+@dataclass
+class _Recovery:
+    """The group's wait from an attempt's exit to the next launch: the lost nodes' restart delays (and
+    capacity waits), on the simulated clock at K, however long the real launches take."""
+
+    since_t: float  # unix time the attempt ended (the loss)
+    since_real: float  # the same, monotonic
+    planned_real_s: float = 0.0  # until the last lost node's replacement is due
+    capacity_s: float = 0.0  # the longest wait for capacity among them (unbilled)
+
+    def plan(self, due_real: float, capacity_s: float) -> None:
+        self.planned_real_s = max(self.planned_real_s, due_real - self.since_real)
+        self.capacity_s = max(self.capacity_s, capacity_s)
+
+
 class GroupSupervisor:
     """Supervises a ``--nodes N`` run: the attempts of the group, the VMs of each node, and the run log.
 
@@ -171,11 +186,15 @@ class GroupSupervisor:
         self.gave_up: str | None = None
         self.attempt = -1
         self.open = False  # an attempt is under way (between its launch and its exit)
-        self.down_since: float | None = None  # unix time the group lost its last attempt
-        self.lost: list[tuple[int, float]] = []  # (node, capacity wait) of the losses since the last attempt
-        self._idle_streak = 0
+        self.started = False  # the open attempt's workers reported their start
+        self.recovery: _Recovery | None = None  # the group is waiting for lost nodes
+        self.draining: dict[int, tuple[NodeVM, list[int], float]] = {}  # survivors' workers at a loss, deadline
         self.giving_up = False
+        self._idle_streak = 0
         self._requests: queue.SimpleQueue[tuple[int, MetadataRequest]] = queue.SimpleQueue()
+        self.reaper: Reaper
+        self.rendezvous: RendezvousStore
+        self.metadata: list[MetadataServer] = []
 
     # -- the run --------------------------------------------------------------------------------------------
 
@@ -214,8 +233,12 @@ class GroupSupervisor:
                 self._finish()
                 return self.ends
             if self.giving_up:
-                self._stop_all(self.ends[-1].cause)
+                self._stop_all(Cause.STOPPED)
                 return self.ends
+            if self._timed_out():
+                self._time_out()
+                continue
+            self._check_hangs()
             for slot in self.slots:
                 if slot.up is not None:
                     self._watch(slot, slot.up)
@@ -227,29 +250,31 @@ class GroupSupervisor:
             time.sleep(POLL_REAL_S)
 
     def sim_now(self, at: float | None = None) -> float:
-        """The group's simulated time: the run clock, plus the recovery under way at K×."""
+        """The group's simulated time: the run clock, plus the recovery under way at K× (up to its plan: real
+        seconds spent launching beyond it are no restart delay)."""
         at = time.time() if at is None else at
-        recovering = (at - self.down_since) * self.config.time_scale if self.down_since is not None else 0.0
-        return self.run_clock.sim_s(at) + recovering
+        recovery = self.recovery
+        if recovery is None:
+            return self.run_clock.sim_s(at)
+        waited = min(max(0.0, at - recovery.since_t), recovery.planned_real_s)
+        return self.run_clock.sim_s(at) + waited * self.config.time_scale
 
     # -- attempts of the group ----------------------------------------------------------------------------
 
     def _begin_attempt(self) -> None:
         """All nodes are up: the next attempt of the group begins (after the wait for the lost nodes)."""
-        now = time.time()
-        if self.down_since is not None:
-            waited = (now - self.down_since) * self.config.time_scale
-            capacity = max((c for _, c in self.lost), default=0.0)
-            self._emit(
-                RESTART_DELAY, attempt=self.attempt, delay_s=max(0.0, waited - capacity), capacity_wait_s=capacity
-            )
-            self.down_since, self.lost = None, []
+        if (recovery := self.recovery) is not None:
+            waited = recovery.planned_real_s * self.config.time_scale
+            capacity = min(recovery.capacity_s, waited)
+            self._emit(RESTART_DELAY, attempt=self.attempt, delay_s=waited - capacity, capacity_wait_s=capacity)
+            self.recovery = None
         self.attempt += 1
-        self.open = True
+        self.open, self.started = True, False
         if self.config.schedule.kind == "steps":  # kill points belong to the group's attempts
             self._place_group_lifetime()
         vms = [s.up for s in self.slots if s.up is not None]
-        victim = min(vms, key=self._remaining)  # the group lives as long as its shortest-lived node
+        placed = [vm for vm in vms if vm.lifetime.at_step is not None]
+        victim = placed[0] if placed else min(vms, key=self._remaining)  # the group lives as long as its first loss
         remaining = self._remaining(victim)
         kill_point = victim.lifetime.at_step
         self._emit(
@@ -281,71 +306,84 @@ class GroupSupervisor:
             return math.inf
         return max(0.0, vm.lifetime.uptime_s - (self.sim_now() - vm.origin_sim_s))
 
-    def _end_attempt(self, cause: Cause, exit_code: int, node: int) -> None:
-        """The group lost ``node``: wait for the survivors' workers to stop, then close the attempt (a crash
-        of the job if they hung instead)."""
-        if self._drain(node):
-            cause = Cause.CRASH
-        self._follow_events()
-        self._emit(EXIT, attempt=self.attempt, exit_code=exit_code, cause=cause, node=node)
-        progressed = (self.tail.last_step or 0) > (self.tail.resumed_step or 0) and self.tail.attempt == self.attempt
+    def _end_attempt(self, cause: Cause, exit_code: int, *, at: float, node: int | None = None) -> None:
+        """Close the open attempt as of real time ``at`` and start the group's recovery. The survivors'
+        noticing of the loss is not waited for: it is part of the next attempt's start-up (R)."""
+        fields: dict[str, Any] = {"node": node} if node is not None else {}
+        self._emit(EXIT, t=at, attempt=self.attempt, exit_code=exit_code, cause=cause, **fields)
+        progressed = self.started and (self.tail.last_step or 0) > (self.tail.resumed_step or 0)
         self.ends.append(AttemptEnd(self.attempt, cause, exit_code, progressed))
-        self.giving_up = self._give_up(self.ends[-1])
+        if cause in (Cause.CRASH, Cause.TIMEOUT):
+            self.progress.crashes += 1
+        self.giving_up = self.giving_up or self._give_up(self.ends[-1])
         self.open = False
-        self.down_since = time.time()
+        self.recovery = _Recovery(at, time.monotonic() - (time.time() - at))
+        for slot in self.slots:  # nodes already down (a timeout stopped them all): the group waits for them too
+            if slot.up is None:
+                self.recovery.plan(slot.due_real, slot.capacity_wait_s)
 
-    def _drain(self, lost: int) -> bool:
-        """Wait until the workers each survivor ran at the loss are gone: they must notice the lost peer.
-        Workers still there after :data:`DRAIN_REAL_S` hang waiting for it (in a collective, or in a save
-        that waits for every rank's files): reported, and their node is stopped as a crash (the hang ends;
-        the node comes back as a new VM)."""
-        survivors = [s.up for s in self.slots if s.up is not None and s.node != lost]
-        workers = {vm.node: process_tree(vm.pid) for vm in survivors}
-        deadline, hung = time.monotonic() + DRAIN_REAL_S, False
-        while any(alive(p) for pids in workers.values() for p in pids) and time.monotonic() < deadline:
-            self._follow_events()
-            time.sleep(POLL_REAL_S)
-        for vm in survivors:
-            if any(alive(p) for p in workers[vm.node]):
+    def _watch_survivors(self, lost: int) -> None:
+        """The survivors' workers at a loss must notice the lost peer and exit; from now on each poll checks
+        (:meth:`_check_hangs`) that they do, while the group recovers."""
+        deadline = time.monotonic() + DRAIN_REAL_S
+        for slot in self.slots:
+            if (vm := slot.up) is not None and slot.node != lost:
+                self.draining[vm.node] = (vm, children(vm.pid), deadline)  # the agent's children: its workers
+
+    def _check_hangs(self) -> None:
+        """Workers still there :data:`DRAIN_REAL_S` after a peer was lost hang waiting for it (in a
+        collective, or in a save that waits for every rank's files): reported, and their node is stopped as
+        the job's crash (the hang ends; the node comes back as a new VM)."""
+        for node, (vm, workers, deadline) in list(self.draining.items()):
+            if self.slots[node].up is not vm or not any(alive(p) for p in workers):
+                del self.draining[node]
+            elif time.monotonic() >= deadline:
+                del self.draining[node]
                 reason = (
-                    f"node {vm.node}'s workers were still running {DRAIN_REAL_S:g} s after node {lost} was lost: "
+                    f"node {node}'s workers were still running {DRAIN_REAL_S:g} s after a node was lost: "
                     "they hang waiting for it (a collective or a save that waits for every rank)"
                 )
                 log.warning("run %s: %s", self.run_id, reason)
-                self._emit(STOP, attempt=self.attempt, reason=reason, node=vm.node, step=self.tail.last_step)
+                self._emit(STOP, attempt=self.attempt, reason=reason, node=node, step=self.tail.last_step)
                 self._stop_vm(vm)
-                self._lose(self.slots[vm.node], vm, Cause.CRASH, vm.process.returncode or -signal.SIGKILL, drain=False)
-                hung = True
-        return hung
+                self._lose(self.slots[node], vm, Cause.CRASH)
 
     def _finish(self) -> None:
         """The job reported ``done``: every node's agent should exit now; one that lingers is stopped."""
         deadline = time.monotonic() + DONE_EXIT_WAIT_REAL_S
         for slot in self.slots:
-            vm = slot.up
-            if vm is None:
+            if (vm := slot.up) is None:
                 continue
             with contextlib.suppress(subprocess.TimeoutExpired):
                 vm.process.wait(max(0.0, deadline - time.monotonic()))
             if vm.process.poll() is None:
-                self._emit(
-                    STOP,
-                    attempt=self.attempt,
-                    node=vm.node,
-                    reason=f"still running {DONE_EXIT_WAIT_REAL_S:g} s after done",
-                )
+                reason = f"still running {DONE_EXIT_WAIT_REAL_S:g} s after done"
+                self._emit(STOP, attempt=self.attempt, node=vm.node, reason=reason)
                 self._stop_vm(vm)
             self._close_vm(slot, vm, Cause.DONE)
         self._follow_events()
-        code = 0
-        self._emit(EXIT, attempt=self.attempt, exit_code=code, cause=Cause.DONE)
-        self.ends.append(AttemptEnd(self.attempt, Cause.DONE, code))
+        self._emit(EXIT, attempt=self.attempt, exit_code=0, cause=Cause.DONE)
+        self.ends.append(AttemptEnd(self.attempt, Cause.DONE, 0))
+
+    def _timed_out(self) -> bool:
+        timeout, clock = self.config.attempt_timeout_s, self.run_clock.current
+        return self.open and timeout is not None and clock is not None and clock.uptime(time.time()) >= timeout
+
+    def _time_out(self) -> None:
+        """Past ``--attempt-timeout``: every node is stopped and the attempt counts as a crash."""
+        self._emit(STOP, attempt=self.attempt, reason="attempt timeout", step=self.tail.last_step)
+        at, timeout = time.time(), self.config.attempt_timeout_s
+        self.crash = JobCrashed(self.attempt, -signal.SIGKILL, next(self._stderrs(), ""), timeout_s=timeout)
+        for slot in self.slots:
+            if (vm := slot.up) is not None:
+                self._stop_vm(vm)
+                self._close_vm(slot, vm, Cause.TIMEOUT)
+                self._schedule(slot, vm, Cause.TIMEOUT)
+        self._end_attempt(Cause.TIMEOUT, -signal.SIGKILL, at=at)
 
     def _give_up(self, end: AttemptEnd) -> bool:
         if end.cause in (Cause.CRASH, Cause.TIMEOUT):
             return self.progress.crashes >= self.config.max_crashes
-        if end.cause == Cause.DONE:
-            return False
         self._idle_streak = self._idle_streak + 1 if not end.progressed else 0
         if self._idle_streak >= MAX_IDLE_ATTEMPTS:
             self.gave_up = (
@@ -356,17 +394,36 @@ class GroupSupervisor:
         return False
 
     def _stop_all(self, cause: Cause) -> None:
+        """End the run now: every VM is stopped, and the open attempt (or the recovery) ends with ``cause``."""
         for slot in self.slots:
-            if slot.up is not None:
-                vm = slot.up
+            if (vm := slot.up) is not None:
                 self._stop_vm(vm, sig=signal.SIGKILL)
                 self._close_vm(slot, vm, cause)
         if self.open:
             self._follow_events()
             self._emit(EXIT, attempt=self.attempt, exit_code=-signal.SIGKILL, cause=cause)
-            if not self.ends or self.ends[-1].attempt != self.attempt:
-                self.ends.append(AttemptEnd(self.attempt, cause, -signal.SIGKILL))
+            self.ends.append(AttemptEnd(self.attempt, cause, -signal.SIGKILL))
             self.open = False
+        elif cause == Cause.INTERRUPTED:  # between attempts: the run ends in the recovery
+            self.ends.append(AttemptEnd(self.attempt + 1, cause, -signal.SIGKILL))
+
+    def _workers_restarted(self) -> None:
+        """A second ``start`` in one attempt with every node still up: torchrun restarted the workers after
+        one failed. That is the job's crash (its lost work and restore are the next attempt's), not something
+        the agents may hide up to their --max-restarts."""
+        reason = "the workers restarted with no node lost: torchrun restarted them after one failed"
+        self._emit(STOP, attempt=self.attempt, reason=reason, step=self.tail.last_step)
+        self.crash = JobCrashed(self.attempt, 1, next(self._stderrs(), ""))
+        log.warning("run %s: %s", self.run_id, self.crash)
+        self._end_attempt(Cause.CRASH, 1, at=time.time())
+        self.recovery = None  # the same VMs go on: no restart delay
+        if not self.giving_up:
+            self._begin_attempt()
+
+    def _stderrs(self) -> Iterator[str]:
+        """The up VMs' stderr tails, the most recently written first (where a failure was reported)."""
+        paths = sorted((vm.stderr for s in self.slots if (vm := s.up) is not None), key=lambda p: -p.stat().st_mtime)
+        return (stderr_tail(p) for p in paths)
 
     # -- one node's VM ----------------------------------------------------------------------------------------
 
@@ -384,9 +441,10 @@ class GroupSupervisor:
         command = node_command(
             self.config.command, self.config.nodes, self.rendezvous.endpoint, self.run_id, self._join_timeout()
         )
+        attempt = self.attempt if self.open else self.attempt + 1
         env = self.base_env | {
             "SPOTSIM_RUN_ID": self.run_id,
-            "SPOTSIM_ATTEMPT": str(max(self.attempt + (0 if self.open else 1), 0)),
+            "SPOTSIM_ATTEMPT": str(attempt),
             "SPOTSIM_EVENTS": str(events),
             "SPOTSIM_LOCAL_DIR": str(disk),
             "SPOTSIM_NODE": str(node),
@@ -412,7 +470,7 @@ class GroupSupervisor:
             NODE_LAUNCH,
             node=node,
             vm=vm_index,
-            attempt=max(self.attempt + (0 if self.open else 1), 0),
+            attempt=attempt,
             preempt_at_s=lifetime.uptime_s,
             capacity_wait_s=slot.capacity_wait_s,
             hard_stop=lifetime.hard_stop,
@@ -440,14 +498,14 @@ class GroupSupervisor:
 
     def _join_timeout(self) -> float:
         """Real seconds the survivors wait in the rendezvous for a replacement."""
-        waits = self.config.restart_delay_s / self.config.time_scale
-        return waits + JOIN_SLACK_REAL_S
+        return self.config.restart_delay_s / self.config.time_scale + JOIN_SLACK_REAL_S
 
     def _watch(self, slot: _Slot, vm: NodeVM) -> None:
         """One poll of an up VM: its exit, or the next step of its preemption when due."""
         if vm.process.poll() is not None:
-            cause = Cause.PREEMPTED if vm.evicted else Cause.CRASH
-            self._lose(slot, vm, cause, vm.process.returncode)
+            self._follow_events()  # its last events first: a job that reported done has finished, not crashed
+            if self.tail.done_step is None:
+                self._lose(slot, vm, Cause.PREEMPTED if vm.evicted else Cause.CRASH)
             return
         if self.tail.done_step is not None:
             return
@@ -459,7 +517,7 @@ class GroupSupervisor:
         self._evict(vm, uptime)
 
     def _progress(self) -> tuple[int, int] | None:
-        if not self.open or self.tail.attempt != self.attempt or self.tail.last_step is None:
+        if not self.open or not self.started or self.tail.last_step is None:
             return None
         return self.tail.last_step, self.tail.resumed_step or 0
 
@@ -522,27 +580,43 @@ class GroupSupervisor:
         self.progress.state = f"node {vm.node} {'preempting' if sig == signal.SIGTERM else 'killed'}"
         signal_tree(vm.pid, sig)
 
-    def _lose(self, slot: _Slot, vm: NodeVM, cause: Cause, exit_code: int, *, drain: bool = True) -> None:
-        """A node's VM is gone: its attempt of the group ends, and its next VM is due after the restart delay."""
-        self._close_vm(slot, vm, cause, exit_code)
+    def _lose(self, slot: _Slot, vm: NodeVM, cause: Cause) -> None:
+        """A node's VM is gone (preempted, or crashed): the attempt under way ends, the survivors wind down,
+        and the node's next VM is due after the restart delay."""
+        at = time.time()
+        self._close_vm(slot, vm, cause, at=at)
+        if cause == Cause.CRASH:
+            self.crash = JobCrashed(max(self.attempt, 0), vm.process.returncode, stderr_tail(vm.stderr))
+            log.warning("run %s: node %d: %s", self.run_id, vm.node, self.crash)
+        if self.open:
+            self._watch_survivors(vm.node)
+            self._end_attempt(cause, vm.process.returncode, at=at, node=vm.node)
+        elif cause == Cause.CRASH:  # between attempts: a crash of the job all the same
+            self.progress.crashes += 1
+            if self.progress.crashes >= self.config.max_crashes:  # the group never forms again: the run ends on it
+                self.giving_up = True
+                self.ends.append(AttemptEnd(self.attempt + 1, Cause.CRASH, vm.process.returncode, progressed=False))
+        self._schedule(slot, vm, cause, at=at)
+
+    def _schedule(self, slot: _Slot, vm: NodeVM, cause: Cause, *, at: float | None = None) -> None:
+        """The node's next VM: due the restart delay (and a preempted VM's capacity wait) after the loss."""
+        at = time.time() if at is None else at
         capacity = vm.lifetime.capacity_wait_s if cause == Cause.PREEMPTED else 0.0
         slot.capacity_wait_s = capacity
-        self.lost.append((vm.node, capacity))
-        if cause == Cause.CRASH:
-            self.progress.crashes += 1
-            self.crash = JobCrashed(self.attempt, exit_code, _tail(vm.stderr))
-            log.warning("run %s: node %d: %s", self.run_id, vm.node, self.crash)
-        if self.open and drain:  # (not drain: lost while the group winds down a loss; that attempt is ending)
-            self._end_attempt(cause, exit_code, vm.node)
-        # The next VM boots once the group has stopped (the restart delay counts from the attempt's exit).
-        slot.due_real = time.monotonic() + (self.config.restart_delay_s + capacity) / self.config.time_scale
+        lost_real = time.monotonic() - (time.time() - at)
+        slot.due_real = lost_real + (self.config.restart_delay_s + capacity) / self.config.time_scale
+        if self.recovery is not None:
+            self.recovery.plan(slot.due_real, capacity)
 
-    def _close_vm(self, slot: _Slot, vm: NodeVM, cause: Cause, exit_code: int | None = None) -> None:
-        signal_tree(vm.pid, signal.SIGKILL)  # nothing of a gone VM outlives it
-        code = vm.process.wait() if exit_code is None else exit_code
+    def _close_vm(self, slot: _Slot, vm: NodeVM, cause: Cause, *, at: float | None = None) -> None:
+        """The VM is gone (as of ``at``): nothing of it outlives it (workers are signalled while the agent
+        still exists)."""
+        signal_tree(vm.pid, signal.SIGKILL)
+        code = vm.process.wait()
         self.reaper.release(vm.pid)
         self._follow_events()
-        self._emit(NODE_EXIT, node=vm.node, vm=vm.vm, attempt=max(self.attempt, 0), exit_code=code, cause=cause)
+        attempt = max(self.attempt, 0)
+        self._emit(NODE_EXIT, t=at, node=vm.node, vm=vm.vm, attempt=attempt, exit_code=code, cause=cause)
         slot.up = None
 
     def _stop_vm(self, vm: NodeVM, sig: signal.Signals = signal.SIGTERM) -> None:
@@ -567,13 +641,15 @@ class GroupSupervisor:
     def _follow_events(self) -> None:
         """Copy every node's new job events into the run log (a ``start`` is numbered with the group's attempt)."""
         for slot in self.slots:
-            vm = slot.up
-            if vm is None:
+            if (vm := slot.up) is None:
                 continue
             events, problems = vm.events.read_new(final=vm.process.poll() is not None)
             for event in events:
                 if event["event"] == START:
+                    if self.open and self.started:
+                        self._workers_restarted()
                     event = event | {"attempt": self.attempt, "node": vm.node}
+                    self.started = self.open
                 self.run_log.write(event)
                 self.tail.apply(event)
                 self.run_clock.apply(event)
@@ -589,9 +665,3 @@ class GroupSupervisor:
             self._emit(METADATA_REQUEST, t=request.t, attempt=max(self.attempt, 0), node=node, **request.to_event())
         p = self.progress
         p.step, p.checkpoints, p.lost_steps = self.tail.last_step or 0, self.tail.checkpoints, self.tail.lost_steps
-
-
-def _tail(path: Path) -> str:
-    with open(path, "rb") as f:
-        f.seek(max(0, os.fstat(f.fileno()).st_size - STDERR_TAIL_BYTES))
-        return f.read().decode(errors="replace")

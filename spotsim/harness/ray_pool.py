@@ -170,7 +170,7 @@ class RayPool(RunPool):
         except exceptions.RayTaskError as e:  # the task raised: the run failed, or the sweep is stopping
             if isinstance(e.cause, SpotsimError | SweepStopped):
                 raise e.cause from None
-            raise
+            raise SweepRunFailed(f"run {run.point.name} failed on its worker: {_first_line(e)}") from None
         except exceptions.WorkerCrashedError:
             raise SweepRunFailed(
                 f"run {run.point.name} failed: its Ray worker died on each of its {self.max_retries + 1} attempts"

@@ -219,7 +219,7 @@ class Supervisor:
         if end.cause in (Cause.CRASH, Cause.TIMEOUT):
             self.progress.crashes += 1
             timeout = self.config.attempt_timeout_s if end.cause == Cause.TIMEOUT else None
-            self.crash = JobCrashed(attempt, end.exit_code, _tail(stderr_path), timeout_s=timeout)
+            self.crash = JobCrashed(attempt, end.exit_code, stderr_tail(stderr_path), timeout_s=timeout)
             log.warning("run %s: %s", self.run_id, self.crash)
         return end
 
@@ -526,7 +526,8 @@ def reap(process: subprocess.Popen) -> int:
     return process.wait()
 
 
-def _tail(path: Path) -> str:
+def stderr_tail(path: Path) -> str:
+    """The end of an attempt's stderr, for the crash message."""
     with open(path, "rb") as f:
         f.seek(max(0, os.fstat(f.fileno()).st_size - STDERR_TAIL_BYTES))
         return f.read().decode(errors="replace")

@@ -174,10 +174,12 @@ def summarize(
     settings of ``config``."""
     interruptions = interruptions_of(attempts, clock)
     accounting = account(attempts, clock, config, interruptions, wall_s=wall_s)
+    node_rows = per_node(nodes or [], interruptions, clock.to_sim, config.restart_delay_s)
+    node_hours = sum(n.billed_hours for n in node_rows) if node_rows else None
     return RunSummary(
-        nodes=per_node(nodes or [], interruptions, clock.to_sim, config.restart_delay_s),
+        nodes=node_rows,
         accounting=accounting,
-        cost=price(accounting, config, machine),
+        cost=price(accounting, config, machine, node_hours=node_hours),
         clock=clock_summary(config, clock.phases()),
         provider=config.provider.to_dict(),
         settings=settings(config),
@@ -186,11 +188,14 @@ def summarize(
     )
 
 
-def price(accounting: Accounting, config: RunConfig, machine: Machine) -> RunCost:
+def price(accounting: Accounting, config: RunConfig, machine: Machine, *, node_hours: float | None = None) -> RunCost:
     """Spot is billed for the simulated wall time less the waits for capacity; on-demand for the same job
-    without preemptions. A group's nodes are billed side by side: survivors wait for a lost node's
-    replacement on the bill, and only the lost node's wait for capacity is free."""
-    billed_s = max(0.0, config.nodes * accounting.sim_wall_s - accounting.capacity_wait_s)
+    without preemptions. A group (``node_hours``: its nodes' own bills, :func:`per_node`) is billed VM by
+    VM: survivors wait for a lost node's replacement on the bill, only the lost node's wait for capacity is
+    free."""
+    billed_s = max(0.0, accounting.sim_wall_s - accounting.capacity_wait_s)
+    if node_hours is not None:
+        billed_s = node_hours * 3600
     uninterrupted_s = config.nodes * _uninterrupted_s(config, accounting)
     bill = project(machine, billed_hours=billed_s / 3600, uninterrupted_hours=uninterrupted_s / 3600)
     return RunCost(

@@ -27,7 +27,7 @@ RENDEZVOUS_OPTIONS = (
     "--local-addr",
     "--max-restarts",
 )
-_TORCHRUN_FLAGS = {"--standalone", "-m", "--module", "--no-python", "--run-path"}  # options without a value
+_TORCHRUN_FLAGS = {"--standalone", "-m", "--module", "--no-python", "--run-path", "--virtual-local-rank"}  # no value
 
 
 def torchrun_launcher(command: tuple[str, ...]) -> int | None:
@@ -46,10 +46,7 @@ def _launcher_options(command: tuple[str, ...], at: int) -> Iterator[tuple[int, 
     while i < len(command) and command[i].startswith("-"):
         word = command[i]
         yield i, word
-        takes_value = "=" not in word and word not in _TORCHRUN_FLAGS and word.replace("_", "-") not in _TORCHRUN_FLAGS
-        if word in ("-m", "--module", "--no-python", "--no_python"):
-            i += 1  # a flag: the script (or module) follows
-            continue
+        takes_value = "=" not in word and word.replace("_", "-") not in _TORCHRUN_FLAGS
         i += 2 if takes_value else 1
 
 

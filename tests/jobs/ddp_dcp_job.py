@@ -8,7 +8,8 @@ function of n, split across ranks, so a resume at the same world size is bit-exa
 to ``$SPOTSIM_OUTPUT_DIR/model.pt``.
 
 Env: SPOTSIM_CHECKPOINT_URI (file://), SPOTSIM_EVENTS, SPOTSIM_OUTPUT_DIR, SPOTSIM_CHECKPOINT_INTERVAL_STEPS
-(default 20), TOTAL_STEPS (200), STEP_SLEEP (0.01).
+(default 20), TOTAL_STEPS (200), STEP_SLEEP (0.01), PG_TIMEOUT (60: seconds a collective, or the group's
+set-up, waits for a peer), CRASH_ONCE_AT (rank 1 raises at this step, once per checkpoint directory).
 """
 
 import datetime
@@ -28,6 +29,8 @@ ROOT = unquote(urlparse(os.environ["SPOTSIM_CHECKPOINT_URI"]).path)
 EVERY = int(os.environ.get("SPOTSIM_CHECKPOINT_INTERVAL_STEPS") or 20)
 TOTAL = int(os.environ.get("TOTAL_STEPS") or 200)
 SLEEP = float(os.environ.get("STEP_SLEEP") or 0.01)
+PG_TIMEOUT = float(os.environ.get("PG_TIMEOUT") or 60)
+CRASH_ONCE_AT = int(os.environ.get("CRASH_ONCE_AT") or 0)
 BATCH = 32
 
 
@@ -53,7 +56,7 @@ def latest() -> int | None:
 
 def main() -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=PG_TIMEOUT))
     torch.manual_seed(0)
     model = DistributedDataParallel(
         torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
@@ -74,6 +77,10 @@ def main() -> None:
         optimizer.step()
         step += 1
         time.sleep(SLEEP)
+        crashed_once = os.path.join(ROOT, "crashed-once")
+        if step == CRASH_ONCE_AT and dist.get_rank() == 1 and not os.path.exists(crashed_once):
+            open(crashed_once, "w").close()
+            raise RuntimeError(f"a bug at step {step}")
         emit("step", step=step)
         if step % EVERY == 0 and step < TOTAL:
             started = time.perf_counter()
