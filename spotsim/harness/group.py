@@ -69,10 +69,10 @@ from spotsim.harness.config import RunConfig
 from spotsim.harness.runlog import JobEventReader, RunLogTail
 from spotsim.harness.runner import (
     DONE_EXIT_WAIT_REAL_S,
-    MAX_IDLE_ATTEMPTS,
     POLL_REAL_S,
     STOP_GRACE_REAL_S,
     AttemptEnd,
+    Patience,
     Progress,
     preemption_due,
     stderr_tail,
@@ -190,7 +190,7 @@ class GroupSupervisor:
         self.recovery: _Recovery | None = None  # the group is waiting for lost nodes
         self.draining: dict[int, tuple[NodeVM, list[int], float]] = {}  # survivors' workers at a loss, deadline
         self.giving_up = False
-        self._idle_streak = 0
+        self.patience = Patience(config.max_crashes, "lost a node", "the group never stays up")
         self._requests: queue.SimpleQueue[tuple[int, MetadataRequest]] = queue.SimpleQueue()
         self.reaper: Reaper
         self.rendezvous: RendezvousStore
@@ -382,16 +382,10 @@ class GroupSupervisor:
         self._end_attempt(Cause.TIMEOUT, -signal.SIGKILL, at=at)
 
     def _give_up(self, end: AttemptEnd) -> bool:
-        if end.cause in (Cause.CRASH, Cause.TIMEOUT):
-            return self.progress.crashes >= self.config.max_crashes
-        self._idle_streak = self._idle_streak + 1 if not end.progressed else 0
-        if self._idle_streak >= MAX_IDLE_ATTEMPTS:
-            self.gave_up = (
-                f"{self._idle_streak} attempts in a row lost a node before computing a step: the group never "
-                "stays up long enough under this schedule (lower --preempt-rate or --time-scale)"
-            )
-            return True
-        return False
+        if not self.patience.spent(end, self.progress.crashes):
+            return False
+        self.gave_up = self.patience.reason
+        return True
 
     def _stop_all(self, cause: Cause) -> None:
         """End the run now: every VM is stopped, and the open attempt (or the recovery) ends with ``cause``."""

@@ -108,6 +108,28 @@ class AttemptEnd:
     progressed: bool = True  # whether it computed a step beyond the one it resumed from
 
 
+class Patience:
+    """When a run stops relaunching: after ``max_crashes`` crashes, or when :data:`MAX_IDLE_ATTEMPTS` attempts
+    in a row died before computing a step (``idle``: how they died; ``who``: what never lived long enough)."""
+
+    def __init__(self, max_crashes: int, idle: str, who: str) -> None:
+        self.max_crashes, self.idle, self.who = max_crashes, idle, who
+        self.streak = 0
+        self.reason: str | None = None  # why it ran out, other than crashes
+
+    def spent(self, end: AttemptEnd, crashes: int) -> bool:
+        if end.cause in (Cause.CRASH, Cause.TIMEOUT):
+            return crashes >= self.max_crashes
+        self.streak = self.streak + 1 if not end.progressed else 0
+        if self.streak < MAX_IDLE_ATTEMPTS:
+            return False
+        self.reason = (
+            f"{self.streak} attempts in a row {self.idle} before computing a step: {self.who} long enough under "
+            "this schedule (lower --preempt-rate or --time-scale)"
+        )
+        return True
+
+
 class Supervisor:
     """Supervises the attempts of one ``spotsim run`` (:func:`~spotsim.harness.live.run_live` is the entry point):
     launches, preemptions and the run log, driven by a :class:`RunConfig`.
@@ -144,7 +166,7 @@ class Supervisor:
         self.lifetimes: list[Lifetime] = []
         self.crash: JobCrashed | None = None
         self.gave_up: str | None = None  # why the run stopped before the job finished, other than crashes
-        self._idle_streak = 0
+        self.patience = Patience(config.max_crashes, "were preempted", "no attempt lives")
         self._armed = False  # the save watch is looking for the write to kill in
         self._sigkill_draws: dict[int, bool] = {}
         self._rebalanced = False  # this attempt's rebalance recommendation is out
@@ -452,17 +474,10 @@ class Supervisor:
     # -- between attempts -------------------------------------------------------
 
     def _give_up(self, end: AttemptEnd) -> bool:
-        """After ``--max-crashes`` crashes, or when attempt after attempt dies before computing a step."""
-        if end.cause in (Cause.CRASH, Cause.TIMEOUT):
-            return self.progress.crashes >= self.config.max_crashes
-        self._idle_streak = self._idle_streak + 1 if not end.progressed else 0
-        if self._idle_streak >= MAX_IDLE_ATTEMPTS:
-            self.gave_up = (
-                f"{self._idle_streak} attempts in a row were preempted before computing a step: no attempt lives "
-                "long enough under this schedule (lower --preempt-rate or --time-scale)"
-            )
-            return True
-        return False
+        if not self.patience.spent(end, self.progress.crashes):
+            return False
+        self.gave_up = self.patience.reason
+        return True
 
     def _restart_delay(self, attempt: int) -> None:
         """Wait for the next VM: capacity (a replayed trace's gap, unbilled), then boot (billed)."""
