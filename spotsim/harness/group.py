@@ -38,7 +38,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +72,12 @@ from spotsim.harness.runner import (
     POLL_REAL_S,
     STOP_GRACE_REAL_S,
     AttemptEnd,
+    Eviction,
     Patience,
     Progress,
+    approved_early,
+    capped,
+    may_preempt,
     preemption_due,
     stderr_tail,
 )
@@ -120,9 +124,7 @@ class NodeVM:
     events: JobEventReader
     stderr: Path
     sigkill: bool | None = None  # drawn when first needed: a preemption without notice
-    sigterm_at_uptime: float | None = None  # the notice is out; SIGTERM is due at this uptime
-    kill_at: float | None = None  # monotonic time of the SIGKILL after the grace
-    evicted: bool = False  # the harness preempted it: its exit is no crash
+    eviction: Eviction | None = None  # the harness preempted it (its exit is no crash): the signals to come
 
     @property
     def pid(self) -> int:
@@ -244,7 +246,7 @@ class GroupSupervisor:
                     self._watch(slot, slot.up)
                 elif time.monotonic() >= slot.due_real and not self.giving_up:
                     self._launch_vm(slot)
-            if not self.open and all(s.up is not None and not s.up.evicted for s in self.slots):
+            if not self.open and all(s.up is not None and s.up.eviction is None for s in self.slots):
                 self._begin_attempt()
             self.on_progress(self.progress)
             time.sleep(POLL_REAL_S)
@@ -295,9 +297,10 @@ class GroupSupervisor:
             vm = slot.up
             assert vm is not None
             if slot.node == node:
-                vm.lifetime = self._capped(self.config.schedule.lifetime(self.attempt, self.kill_rng))
+                drawn = self.config.schedule.lifetime(self.attempt, self.kill_rng)
+                vm.lifetime = capped(drawn, self.config, self.progress.preemptions)
                 vm.origin_sim_s = self.sim_now()
-            elif not vm.evicted:
+            elif vm.eviction is None:
                 vm.lifetime = Lifetime(None)
 
     def _remaining(self, vm: NodeVM | None) -> float:
@@ -424,7 +427,7 @@ class GroupSupervisor:
     def _launch_vm(self, slot: _Slot) -> None:
         vm_index, node = slot.vms, slot.node
         slot.vms += 1
-        lifetime = self._capped(self._draw(slot, vm_index))
+        lifetime = capped(self._draw(slot, vm_index), self.config, self.progress.preemptions)
         self.metadata[node].new_vm()
         disk = (self.local_disk / f"node-{node}").absolute()
         if vm_index == 0 or self.config.local_disk == "wipe":
@@ -477,19 +480,6 @@ class GroupSupervisor:
             return Lifetime(None)
         return self.config.schedule.lifetime(vm_index, self.node_rngs[slot.node])
 
-    def _may_preempt(self) -> bool:
-        """Until ``--max-preemptions`` is reached (a lifetime drawn before then no longer counts)."""
-        limit = self.config.max_preemptions
-        return limit is None or self.progress.preemptions < limit
-
-    def _capped(self, lifetime: Lifetime) -> Lifetime:
-        if not self._may_preempt():
-            return Lifetime(None)
-        cap = self.config.provider.max_uptime_s
-        if cap is not None and lifetime.at_step is None and (lifetime.uptime_s is None or lifetime.uptime_s > cap):
-            return replace(lifetime, uptime_s=cap, hard_stop=True)
-        return lifetime
-
     def _join_timeout(self) -> float:
         """Real seconds the survivors wait in the rendezvous for a replacement."""
         return self.config.restart_delay_s / self.config.time_scale + JOIN_SLACK_REAL_S
@@ -499,16 +489,18 @@ class GroupSupervisor:
         if vm.process.poll() is not None:
             self._follow_events()  # its last events first: a job that reported done has finished, not crashed
             if self.tail.done_step is None:
-                self._lose(slot, vm, Cause.PREEMPTED if vm.evicted else Cause.CRASH)
+                self._lose(slot, vm, Cause.PREEMPTED if vm.eviction is not None else Cause.CRASH)
             return
         if self.tail.done_step is not None:
             return
         uptime = self.sim_now() - vm.origin_sim_s
-        if vm.sigterm_at_uptime is None and vm.kill_at is None and not vm.evicted:
-            if self._may_preempt() and preemption_due(vm.lifetime, uptime, self._progress()):
+        if vm.eviction is None:  # a lifetime drawn before --max-preemptions was reached no longer counts
+            if may_preempt(self.config, self.progress.preemptions) and preemption_due(
+                vm.lifetime, uptime, self._progress()
+            ):
                 self._preempt(vm, uptime)
             return
-        self._evict(vm, uptime)
+        self._evict(vm, vm.eviction, uptime)
 
     def _progress(self) -> tuple[int, int] | None:
         if not self.open or not self.started or self.tail.last_step is None:
@@ -517,15 +509,15 @@ class GroupSupervisor:
 
     def _preempt(self, vm: NodeVM, uptime: float) -> None:
         """t0 for one node: SIGKILL without notice, or the provider's notice on that node's metadata server."""
-        vm.evicted = True
         self.progress.preemptions += 1
         if vm.sigkill is None:
             vm.sigkill = self.config.kill.draw_sigkill(self.kill_rng)
         if vm.sigkill:
+            vm.eviction = Eviction(None)
             self._signal(vm, signal.SIGKILL)
             return
         provider = self.config.provider
-        vm.sigterm_at_uptime = uptime + provider.notice_s
+        vm.eviction = Eviction(uptime + provider.notice_s)
         deadline = time.time() + provider.notice_s / self._rate()
         self.metadata[vm.node].notice(deadline)
         self._emit(
@@ -539,7 +531,7 @@ class GroupSupervisor:
             step=self.tail.last_step,
         )
         self.progress.state = f"node {vm.node} noticed"
-        self._evict(vm, uptime)
+        self._evict(vm, vm.eviction, uptime)
 
     def _rate(self) -> float:
         """Simulated seconds per real second now: K while the group computes (or waits), 1 otherwise."""
@@ -548,16 +540,11 @@ class GroupSupervisor:
             return self.config.time_scale
         return current.rate(time.time())
 
-    def _evict(self, vm: NodeVM, uptime: float) -> None:
-        """The SIGTERM at the end of the notice (or at an Azure approval), the SIGKILL after the grace."""
-        if vm.sigterm_at_uptime is not None:
-            approved = self.config.provider.approvable and self.metadata[vm.node].approved_at() is not None
-            if uptime >= vm.sigterm_at_uptime or approved:
-                self._signal(vm, signal.SIGTERM, approved=approved)
-                vm.sigterm_at_uptime, vm.kill_at = None, time.monotonic() + self.config.grace_s
-        elif vm.kill_at is not None and time.monotonic() >= vm.kill_at:
-            self._signal(vm, signal.SIGKILL)
-            vm.kill_at = None
+    def _evict(self, vm: NodeVM, eviction: Eviction, uptime: float) -> None:
+        """Send the node the signal due now, if one is (:meth:`Eviction.due`)."""
+        approved = eviction.sigterm_at_uptime is not None and approved_early(self.config, self.metadata[vm.node])
+        if (sig := eviction.due(uptime, time.monotonic(), self.config.grace_s, approved=approved)) is not None:
+            self._signal(vm, sig, approved=approved and sig == signal.SIGTERM)
 
     def _signal(self, vm: NodeVM, sig: signal.Signals, *, approved: bool = False) -> None:
         """A VM's shutdown: the signal reaches the agent's group and every process below the agent."""

@@ -99,6 +99,19 @@ class Eviction:
     kill_at: float | None = None  # monotonic time of the SIGKILL after the grace
     write: str | None = None  # the save write a kill point inside a save holds
 
+    def due(self, uptime_s: float, now: float, grace_s: float, *, approved: bool) -> signal.Signals | None:
+        """The signal due now, if one is, and the timeline moved past it: SIGTERM at the end of the notice (or
+        at an Azure approval), SIGKILL at the end of the grace (real seconds from the SIGTERM)."""
+        if self.sigterm_at_uptime is not None:
+            if uptime_s < self.sigterm_at_uptime and not approved:
+                return None
+            self.sigterm_at_uptime, self.kill_at = None, now + grace_s
+            return signal.SIGTERM
+        if self.kill_at is not None and now >= self.kill_at:
+            self.kill_at = None
+            return signal.SIGKILL
+        return None
+
 
 @dataclass
 class AttemptEnd:
@@ -254,13 +267,9 @@ class Supervisor:
 
     def _draw_lifetime(self, attempt: int) -> Lifetime:
         """This attempt's VM lifetime; once ``--max-preemptions`` is reached, VMs live forever."""
-        lifetime = self.config.schedule.lifetime(attempt, self.lifetime_rng)
-        limit = self.config.max_preemptions
-        if limit is not None and self.progress.preemptions >= limit:
-            lifetime = Lifetime(None)
-        cap = self.config.provider.max_uptime_s  # a legacy preemptible VM stops at 24 h, whatever the schedule
-        if cap is not None and lifetime.at_step is None and (lifetime.uptime_s is None or lifetime.uptime_s > cap):
-            lifetime = replace(lifetime, uptime_s=cap, hard_stop=True)
+        lifetime = capped(
+            self.config.schedule.lifetime(attempt, self.lifetime_rng), self.config, self.progress.preemptions
+        )
         self.lifetimes.append(lifetime)
         return lifetime
 
@@ -370,21 +379,17 @@ class Supervisor:
         now: float,
         signals: list[str],
     ) -> bool:
-        """Send the signal that is due now, if one is: SIGTERM at the end of the notice (or at an Azure
-        approval), SIGKILL at the end of the grace, a fixed cost in real seconds. Whether one was sent."""
-        if eviction.sigterm_at_uptime is not None:
-            approved = self.config.provider.approvable and self.metadata.approved_at() is not None
-            if uptime < eviction.sigterm_at_uptime and not approved:
-                return False
-            signals.append(self._signal(attempt, process, signal.SIGTERM, eviction.write, approved=approved))
+        """Send the signal that is due now, if one is (:meth:`Eviction.due`). Whether one was sent."""
+        approved = eviction.sigterm_at_uptime is not None and approved_early(self.config, self.metadata)
+        sig = eviction.due(uptime, now, self.config.grace_s, approved=approved)
+        if sig is None:
+            return False
+        if sig == signal.SIGTERM:
+            signals.append(self._signal(attempt, process, sig, eviction.write, approved=approved))
             self._disarm()
-            eviction.sigterm_at_uptime, eviction.kill_at = None, now + self.config.grace_s
-            return True
-        if eviction.kill_at is not None and now >= eviction.kill_at:
-            signals.append(self._signal(attempt, process, signal.SIGKILL))
-            eviction.kill_at = None
-            return True
-        return False
+        else:
+            signals.append(self._signal(attempt, process, sig))
+        return True
 
     def _sigkill(self, attempt: int) -> bool:
         """Whether this attempt's preemption comes without notice: drawn once, when first needed."""
@@ -518,6 +523,27 @@ class Supervisor:
         p = self.progress
         p.step, p.checkpoints, p.lost_steps = self.tail.last_step or 0, self.tail.checkpoints, self.tail.lost_steps
         self.on_progress(p)
+
+
+def approved_early(config: RunConfig, metadata: MetadataServer) -> bool:
+    """An Azure job approved its Preempt event: the SIGTERM need not wait for the notice's end."""
+    return config.provider.approvable and metadata.approved_at() is not None
+
+
+def may_preempt(config: RunConfig, preemptions: int) -> bool:
+    """Until ``--max-preemptions`` is reached."""
+    return config.max_preemptions is None or preemptions < config.max_preemptions
+
+
+def capped(lifetime: Lifetime, config: RunConfig, preemptions: int) -> Lifetime:
+    """A drawn VM lifetime as the run allows it: none once ``--max-preemptions`` is reached, and a legacy
+    preemptible VM's uptime cap (24 h), whatever the schedule."""
+    if not may_preempt(config, preemptions):
+        return Lifetime(None)
+    cap = config.provider.max_uptime_s
+    if cap is not None and lifetime.at_step is None and (lifetime.uptime_s is None or lifetime.uptime_s > cap):
+        return replace(lifetime, uptime_s=cap, hard_stop=True)
+    return lifetime
 
 
 def preemption_due(lifetime: Lifetime, uptime_s: float, progress: tuple[int, int] | None) -> bool:
